@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Create .venv (if missing) and install musicml with every extra the tests and reports use, pinned by constraints.txt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+# torch is named explicitly (with the constraints file) so pip never resolves a CUDA build.
+.venv/bin/python -m pip install -q -c constraints.txt "torch==2.13.0" -e ".[dev,serve,search,experiment,onnx,edge,dist]"
+.venv/bin/python -c "import musicml, torch; print('musicml', musicml.__version__, '| torch', torch.__version__)"
