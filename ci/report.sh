@@ -11,12 +11,14 @@ mkdir -p reports
 run() {  # run NAME [papermill -p args...]
   local name=$1; shift
   echo "== $name"
+  mkdir -p "reports/$name"
   papermill "benchmarks_nbs/$name.ipynb" "reports/$name/$name.ipynb" -k python3 --cwd . \
     -p output_dir "reports/$name" "$@" ${REPORT_ARGS:-}
   jupyter nbconvert --to html --no-input "reports/$name/$name.ipynb" --output-dir "reports/$name" >/dev/null 2>&1 || true
 }
-mkdir -p reports/model_quality reports/data_memory
 run model_quality
+run model_comparison
 run data_memory
+run ab_calibration
 python ci/report_index.py reports
 echo "reports written to $(pwd)/reports (open reports/index.html)"
