@@ -20,5 +20,6 @@ run model_quality
 run model_comparison
 run data_memory
 run ab_calibration
+run search_quality
 python ci/report_index.py reports
 echo "reports written to $(pwd)/reports (open reports/index.html)"
