@@ -10,6 +10,11 @@ export MUSICML_CACHE="${MUSICML_CACHE:-$PWD/.cache/musicml}"
 start=$SECONDS
 bash ci/setup.sh
 source .venv/bin/activate
+# promtool (Debian's prometheus package) checks ops/alerts.yml; the ops tests skip without it.
+if ! command -v promtool >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null) \
+    || echo "warning: could not install promtool; alert-rule checks will be skipped"
+fi
 echo "== notebook hygiene"; bash ci/check_nbs.sh
 echo "== ruff"; ruff check musicml tests
 echo "== nbdev-test"; nbdev-test --n-workers 2 --timing

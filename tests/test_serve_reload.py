@@ -1,0 +1,73 @@
+"""Hot reload under load: zero failed requests; a tampered version is refused and the old model keeps serving."""
+import asyncio
+import os
+import shutil
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from musicml.serve.loadgen import ServerProcess, open_loop, request_mix
+from musicml.serve.registry import build_synthetic_artifacts, load_arrays
+
+
+def _metric(url, name, **labels):
+    fams = {f.name: f for f in text_string_to_metric_families(httpx.get(url + "/metrics").text)}
+    return sum(s.value for s in fams[name].samples if s.name == name + "_total" and all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+def test_hot_reload_under_load(tmp_path):
+    models, staging = tmp_path / "models", tmp_path / "staging"
+    v1 = build_synthetic_artifacts(models, "v1", n_users=200, n_items=600, n_interactions=8000, seed=0)
+    v2 = build_synthetic_artifacts(staging, "v2", n_users=200, n_items=600, n_interactions=8000, seed=1)
+    cat = load_arrays(v1 / "catalog.npz")
+    events = {}
+    with ServerProcess(models, env={"MUSICML_SERVE_MAX_WAIT_MS": "1"}, log_path=tmp_path / "server.log") as srv:
+        async def drive():
+            async with httpx.AsyncClient(timeout=30) as c:
+                async def tick(t):
+                    if t >= 1.5 and "v2" not in events:
+                        events["v2"] = None
+                        os.rename(v2, models / "v2")                                  # publish atomically
+                        events["v2"] = (await c.post(srv.url + "/admin/reload")).json()
+                    elif t >= 3.5 and "v3" not in events:
+                        events["v3"] = None
+                        bad = staging / "v3"; shutil.copytree(models / "v2", bad)
+                        raw = bytearray((bad / "als.npz").read_bytes()); raw[len(raw) // 2] ^= 0xFF
+                        (bad / "als.npz").write_bytes(bytes(raw))                    # same size, different bytes
+                        os.rename(bad, models / "v3")
+                        events["v3"] = (await c.post(srv.url + "/admin/reload")).json()
+                return await open_loop(srv.url + "/v1/recommendations", request_mix(cat["user_ids"], cat["item_ids"]),
+                                       rps=60, duration_s=6, on_tick=tick)
+        res = asyncio.run(drive())
+        s = res.summary()
+        assert s["requests"] == 360 and s["errors"] == 0, s
+        assert events["v2"]["status"] == "swapped" and events["v3"]["status"] == "refused", events
+        assert "still serving v2" in events["v3"]["detail"]
+        ready = httpx.get(srv.url + "/readyz").json()
+        assert ready["model_version"] == "v2"
+        r = httpx.post(srv.url + "/v1/recommendations", json={"user_id": int(cat["user_ids"][0])}).json()
+        assert r["model_version"] == "v2" and not r["degraded"]
+        assert _metric(srv.url, "musicml_model_load_failures", reason="invalid") == 1
+        assert _metric(srv.url, "musicml_model_reloads", result="swapped") == 1
+        log = (tmp_path / "server.log").read_text()
+        assert "refused model artifact" in log and "sha256 mismatch" in log
+
+
+def test_watched_directory_swaps_and_refuses_truncated(tmp_path):
+    models = tmp_path / "models"
+    build_synthetic_artifacts(models, "v1", n_users=50, n_items=200, n_interactions=2000)
+    v2 = build_synthetic_artifacts(tmp_path / "staging", "v2", n_users=50, n_items=200, n_interactions=2000, seed=3)
+    with ServerProcess(models, env={"MUSICML_SERVE_RELOAD_INTERVAL_S": "0.2"}) as srv:
+        shutil.copytree(v2, tmp_path / "staging" / "v9")
+        trunc = tmp_path / "staging" / "v9" / "catalog.npz"; trunc.write_bytes(trunc.read_bytes()[:1000])
+        os.rename(tmp_path / "staging" / "v9", models / "v9")                 # newest, but truncated
+        for _ in range(50):
+            if _metric(srv.url, "musicml_model_load_failures") >= 1: break
+            asyncio.run(asyncio.sleep(0.1))
+        assert httpx.get(srv.url + "/readyz").json()["model_version"] == "v1"
+        shutil.rmtree(models / "v9"); os.rename(v2, models / "v2")
+        for _ in range(50):
+            if httpx.get(srv.url + "/readyz").json()["model_version"] == "v2": break
+            asyncio.run(asyncio.sleep(0.1))
+        assert httpx.get(srv.url + "/readyz").json()["model_version"] == "v2"
+        assert _metric(srv.url, "musicml_model_reloads", result="swapped") >= 1
