@@ -17,6 +17,8 @@ run() {  # run NAME [papermill -p args...]
   jupyter nbconvert --to html --no-input "reports/$name/$name.ipynb" --output-dir "reports/$name" >/dev/null 2>&1 || true
 }
 run model_quality
+run training_efficiency
+run retrieval_ranking
 run model_comparison
 run data_memory
 run ab_calibration
