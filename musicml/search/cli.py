@@ -1,4 +1,4 @@
-"""`musicml search "dreamy shoegaze with female vocals" [--user ID] [-k 10]`: the search sub-command (the lead wires `add_parser` into `musicml.cli`).
+"""`musicml search "dreamy shoegaze with female vocals" [--user ID] [-k 10]`: the search sub-command.
 
 Docs: https://musicml.github.io/musicml/search.cli.html.md"""
 
@@ -64,7 +64,7 @@ def run_search(args: argparse.Namespace) -> int:
 
 # %% ../../nbs/87_search.cli.ipynb #0b6194f8
 def main(argv=None) -> int:
-    "Stand-alone entry until the lead wires `musicml search`: `main(['dreamy shoegaze', '-k', '5'])`."
+    "Stand-alone entry (`python -m musicml.search.cli`), same as `musicml search`: `main(['dreamy shoegaze', '-k', '5'])`."
     parser = argparse.ArgumentParser(prog="musicml")
     add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["search", *(sys.argv[1:] if argv is None else argv)])

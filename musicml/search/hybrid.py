@@ -1,4 +1,4 @@
-"""Hybrid retrieval over the catalog: BM25 (bm25s) and dense (MiniLM + FAISS) fused by reciprocal rank fusion, optional personalization by a user vector, persisted with a manifest.
+"""Hybrid retrieval over the catalog: BM25 (bm25s) and dense (MiniLM + FAISS) fused by standardised-score mixing (default) or reciprocal rank fusion, optional personalization by a user vector, persisted with a manifest.
 
 Docs: https://musicml.github.io/musicml/search.hybrid.html.md"""
 
