@@ -42,3 +42,18 @@ def test_train_two_tower_exports_item_embeddings(tmp_path):
     from safetensors.numpy import load_file
     emb = load_file(str(out / "model/item_embeddings.safetensors"))["item_embeddings"]
     assert emb.shape[1] == 64 and emb.shape[0] > 10_000
+
+
+def test_train_track_logs_an_mlflow_run(tmp_path):
+    from musicml.experiment.tracking import list_runs
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    os.environ["MUSICML_TRACKING_URI"] = uri
+    try:
+        _train(tmp_path, "--model", "sasrec", "--recipe", "reference", "--epochs", "1", "--track")
+        runs = list_runs(uri=uri)
+    finally:
+        del os.environ["MUSICML_TRACKING_URI"]
+    assert len(runs) == 1
+    run = runs.iloc[0]
+    assert run["params.model"] == "sasrec" and run["params.recipe"] == "reference"
+    assert 0 <= run["metrics.test_full.ndcg_at_10"] <= 1
