@@ -15,3 +15,19 @@ def test_model_quality_report(data_dir, tmp_path):
     assert set(res["models"]) == {"pop", "itemknn"}
     assert (tmp_path / "leaderboard.png").stat().st_size > 10_000
     assert (tmp_path / "validation_search.png").exists()
+
+
+@pytest.mark.slow
+def test_training_efficiency_report_smoke(data_dir, tmp_path):
+    "Both SASRec recipes for a few seconds each: the report's JSON, baseline comparison and plot are produced."
+    pm.execute_notebook(str(ROOT / "benchmarks_nbs/training_efficiency.ipynb"), str(tmp_path / "out.ipynb"),
+                        parameters=dict(budget_minutes=0.15, scaling=False, output_dir=str(tmp_path)),
+                        kernel_name="python3", progress_bar=False, cwd=str(ROOT))
+    res = json.loads((tmp_path / "training_efficiency_sasrec.json").read_text())
+    assert set(res["summary"]) == {"reference", "optimized", "baseline_most_popular"}
+    for name in ("reference", "optimized"):
+        s = res["summary"][name]
+        lo, hi = s["test_ndcg10_minus_popularity"]["ci95"]
+        assert lo <= s["test_ndcg10_minus_popularity"]["mean"] <= hi
+        assert 0 <= s["test_full_ndcg10"] <= 1 and s["throughput_samples_per_s"] > 0
+    assert (tmp_path / "training_efficiency_sasrec.png").stat().st_size > 10_000
