@@ -8,6 +8,7 @@ Docs: https://musicml.github.io/musicml/models.ranker.html.md"""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
@@ -24,7 +25,7 @@ from .base import Recommender
 
 # %% auto #0
 __all__ = ['RankerConfig', 'CrossNet', 'DCNRanker', 'candidates', 'dense_features', 'graded_gains', 'listwise_loss', 'RankerTask',
-           'RankerRecommender']
+           'RankerRecommender', 'load_ranker']
 
 # %% ../../nbs/34_models.ranker.ipynb #5a1b8219
 @dataclass
@@ -189,3 +190,50 @@ class RankerRecommender(Recommender):
         out = np.full((len(users), self.n_items_), -1e9, np.float32)
         np.put_along_axis(out, items, s, 1)
         return out
+
+    def save(self, out_dir) -> Path:
+        "Write the ranker (`model.safetensors`, `config.json`, `features.safetensors`) and its two-tower retriever (`retriever/`)."
+        from safetensors.torch import save_file
+
+        from musicml.train.checkpoint import save_checkpoint
+        from musicml.models.two_tower import TwoTowerRecommender
+        out = save_checkpoint(out_dir, self.net_, self.config())
+        save_file({"mu": torch.from_numpy(np.asarray(self._mu, np.float32)), "sd": torch.from_numpy(np.asarray(self._sd, np.float32))},
+                  str(Path(out) / "features.safetensors"))
+        if isinstance(self.retriever, TwoTowerRecommender):
+            save_checkpoint(Path(out) / "retriever", self.retriever.net_, self.retriever.config())
+        return Path(out)
+
+# %% ../../nbs/34_models.ranker.ipynb #ad15353c
+def load_ranker(art_dir,                       # directory written by `RankerRecommender.save` / `musicml train --model ranker`
+                data_path=None,                # Last.fm 2K directory (default `$MUSICML_DATA`); ignored when `split` is given
+                split=None, item_tags=None, n_tags=None):  # the training split and tag tensors, to skip reloading the dataset
+    "Rebuild a saved ranker with its retriever and feature models; returns `(RankerRecommender, split)`."
+    import json
+
+    from musicml.train.checkpoint import CheckpointError, _read_tensors, load_weights
+    from musicml.models.baselines import EASE
+    from musicml.models.two_tower import item_tag_matrix, load_two_tower
+    d = Path(art_dir)
+    for f in ("config.json", "model.safetensors", "features.safetensors", "retriever/config.json"):
+        if not (d / f).is_file():
+            raise CheckpointError(f"{d / f}: file not found (expected a ranker artifact directory)")
+    cfg = json.loads((d / "config.json").read_text())
+    if split is None:
+        from musicml.train.cli import _data
+        data, split = _data("ranker", data_path)
+        item_tags, n_tags = item_tag_matrix(data.tag_assignments, split.train.item_ids)
+    feats = []
+    for name in cfg["feature_models"]:
+        if name != "EASE":
+            raise CheckpointError(f"{d / 'config.json'}: feature model {name!r} cannot be rebuilt (only EASE is refit on load)")
+        feats.append(EASE().fit(split.train))
+    retriever = load_two_tower(d / "retriever", split.train, item_tags, n_tags)
+    m = RankerRecommender(retriever, item_tags, n_tags, cfg["n_candidates"], cfg["net"]["dim"],
+                          train=TrainConfig(**cfg["train"]), feature_models=tuple(feats))
+    m._remember(split.train)
+    m._stats, m._seen = _stats(split.train), (split.train.csr() + split.valid.csr()).tocsr()
+    f = _read_tensors(d / "features.safetensors")
+    m._mu, m._sd = f["mu"].numpy(), f["sd"].numpy()
+    m.net_ = load_weights(DCNRanker(RankerConfig(**cfg["net"]), item_tags), d / "model.safetensors").eval()
+    return m, split

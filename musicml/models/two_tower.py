@@ -22,7 +22,7 @@ from .base import Recommender
 
 # %% auto #0
 __all__ = ['padded_rows', 'item_tag_matrix', 'TwoTowerConfig', 'Tower', 'TwoTower', 'in_batch_softmax_loss', 'TwoTowerTask',
-           'TwoTowerRecommender']
+           'TwoTowerRecommender', 'load_two_tower']
 
 # %% ../../nbs/33_models.two_tower.ipynb #6587242b
 def padded_rows(rows: np.ndarray, cols: np.ndarray, order_key: np.ndarray, n_rows: int, width: int) -> torch.Tensor:
@@ -179,3 +179,28 @@ class TwoTowerRecommender(Recommender):
 
     def score(self, users) -> np.ndarray:
         return (self.user_embeddings(users) @ self.item_embeddings().T).astype(np.float32)
+
+# %% ../../nbs/33_models.two_tower.ipynb #d0a2dcc7
+def load_two_tower(art_dir,                 # directory with model.safetensors + config.json
+                   train: Interactions,     # the training interactions the model was fitted on
+                   item_tags: torch.Tensor, # [n_items, T] tag tokens (as given to the constructor)
+                   n_tags: int) -> TwoTowerRecommender:
+    "Rebuild a saved `TwoTowerRecommender` for scoring, from safetensors + JSON (no pickle)."
+    import json
+    from pathlib import Path
+
+    from musicml.train.checkpoint import CheckpointError, load_weights
+    d = Path(art_dir)
+    if not (d / "config.json").is_file():
+        raise CheckpointError(f"{d / 'config.json'}: file not found (expected a two-tower artifact directory)")
+    cfg = json.loads((d / "config.json").read_text())
+    if cfg.get("model") != "two_tower":
+        raise CheckpointError(f"{d / 'config.json'}: model is {cfg.get('model')!r}, expected 'two_tower'")
+    n = cfg["net"]
+    m = TwoTowerRecommender(item_tags, n_tags, n["dim"], n["temperature"], cfg["history_len"], TrainConfig(**cfg["train"]))
+    m._remember(train)
+    net = TwoTower(TwoTowerConfig(**n), torch.zeros(n["n_users"], cfg["history_len"], dtype=torch.long), item_tags.clone())
+    m.net_ = load_weights(net, d / "model.safetensors").eval()
+    with torch.no_grad():
+        m._items = m.net_.all_items()
+    return m

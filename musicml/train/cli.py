@@ -101,9 +101,8 @@ def train_model(model: str, out, recipe: str = "optimized", data_path=None, resu
     elif model == "two_tower":
         save_checkpoint(art, m.net_, m.config())
         save_file({"item_embeddings": m.item_embeddings()}, str(art / "item_embeddings.safetensors"))
-    else:  # ranker: its weights + the retriever's, under retriever/ (EASE, a closed-form fit, is refit from train)
-        save_checkpoint(art, m.net_, m.config())
-        save_checkpoint(art / "retriever", m.retriever.net_, m.retriever.config())
+    else:  # ranker: weights, feature normalisation and the retriever under retriever/ (EASE is refit on load: `load_ranker`)
+        m.save(art)
         save_file({"item_embeddings": m.retriever.item_embeddings()}, str(art / "retriever/item_embeddings.safetensors"))
     (art / "metrics.json").write_text(json.dumps(metrics, indent=1, default=float))
     (art / "history.json").write_text(json.dumps(rep["history"], indent=1))
