@@ -8,19 +8,30 @@ export MPLBACKEND=Agg HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 RAY_USAGE_STATS_EN
 bash ci/setup.sh
 source .venv/bin/activate
 mkdir -p reports
-run() {  # run NAME [papermill -p args...]
-  local name=$1; shift
+run() {  # run NOTEBOOK [OUTDIR] [papermill -p args...]: executed notebook, JSON, plots and HTML in reports/OUTDIR
+  local nb=$1 name=$1; shift
+  if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then name=$1; shift; fi
   echo "== $name"
   mkdir -p "reports/$name"
-  papermill "benchmarks_nbs/$name.ipynb" "reports/$name/$name.ipynb" -k python3 --cwd . \
+  papermill "benchmarks_nbs/$nb.ipynb" "reports/$name/$nb.ipynb" -k python3 --cwd . \
     -p output_dir "reports/$name" "$@" ${REPORT_ARGS:-}
-  jupyter nbconvert --to html --no-input "reports/$name/$name.ipynb" --output-dir "reports/$name" >/dev/null 2>&1 || true
+  jupyter nbconvert --to html --no-input "reports/$name/$nb.ipynb" --output-dir "reports/$name" >/dev/null 2>&1 || true
 }
+# quality
 run model_quality
-run training_efficiency
 run retrieval_ranking
 run model_comparison
+# training
+run training_efficiency
 run data_memory
+run scaling -p lastfm_parity True
+# inference: trained SASRec and ranker artifacts, every cpu and edge variant; gpu ends with a message without a device
+[ -f reports/artifacts/sasrec/model/manifest.json ] || musicml train --model sasrec --out reports/artifacts/sasrec --no-progress
+[ -f reports/artifacts/ranker/model/manifest.json ] || musicml train --model ranker --out reports/artifacts/ranker --no-progress
+for t in cpu edge gpu; do run inference_targets "inference_${t}_sasrec" -p target "$t" -p artifact reports/artifacts/sasrec/model; done
+run inference_targets inference_cpu_ranker -p target cpu -p artifact reports/artifacts/ranker/model
+run compression -p teacher_epochs 10 -p distill_epochs 15
+# experimentation and search
 run ab_calibration
 run search_quality
 python ci/report_index.py reports

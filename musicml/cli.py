@@ -59,7 +59,7 @@ def evaluate_cmd(args) -> int:
     return 0
 
 # %% ../nbs/90_cli.ipynb #3b76df0f
-PLUGINS = ("musicml.search.cli", "musicml.experiment.cli", "musicml.train.cli", "musicml.serve.cli")
+PLUGINS = ("musicml.search.cli", "musicml.experiment.cli", "musicml.train.cli", "musicml.serve.cli", "musicml.dist.cli")
 
 def build_parser() -> argparse.ArgumentParser:
     "The `musicml` argument parser with every available subcommand."
@@ -81,8 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--track", action="store_true", help="log the run to MLflow (needs the [experiment] extra)")
     ev.set_defaults(func=evaluate_cmd)
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
+    from musicml.bench.cli import add_optimize_parser
+    from musicml.bench.cli import add_parser as add_inference
     from musicml.bench.memory import add_parser as add_memory
     add_memory(bench)
+    add_inference(bench)      # bench inference, bench compare
+    add_optimize_parser(sub)  # optimize
     for mod in PLUGINS:
         try:
             importlib.import_module(mod).add_parser(sub)

@@ -8,7 +8,7 @@ Docs: https://musicml.github.io/musicml/models.sasrec.html.md"""
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -179,6 +179,8 @@ class SASRecTask(TaskBase):
         return torch.cat([self.net(t.to(W.device))[:, -1] @ W.T for t in tokens.split(batch)]).float().cpu()
 
     def val_ndcg(self) -> float:
+        if self.val is None:  # fit without validation (e.g. the final refit on train + valid)
+            return float("nan")
         tok, truth, excl = self.val
         return ndcg_at_k(self.scores(tok).numpy(), truth, excl)
 
@@ -207,7 +209,9 @@ class SASRecRecommender(Recommender):
             vu = np.unique(valid.users)
             val = (last_tokens(seqs, vu, self.max_len), valid.csr()[vu], self.train_[vu])
         counts = np.bincount(train.items, minlength=train.n_items)
-        task = SASRecTask(self.net_, self.train, val, counts)
+        # without validation there is no best epoch to restore: keep the last weights
+        cfg = self.train if val is not None else replace(self.train, restore_best=False)
+        task = SASRecTask(self.net_, cfg, val, counts)
         self.report_ = fit_task(task, {"inp": inp, "tgt": tgt}, out_dir=out_dir, resume_from=resume_from,
                                 callbacks=callbacks, config=self.config())
         self.net_.eval()

@@ -132,11 +132,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--resume", default=None, help="checkpoint directory (out/checkpoints/last) to resume from")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=True)
     p.add_argument("--track", action="store_true", help="log the run to MLflow (sqlite store; needs the [experiment] extra)")
+    from musicml.dist.cli import add_ray_arguments  # --ray [ADDRESS], --workers, ...: the same training on Ray Train
+    add_ray_arguments(p)
     p.set_defaults(func=run_train, handler=run_train)  # `func` is what musicml.cli dispatches on
     return p
 
 def run_train(args) -> int:
     "Handler of `musicml train`: trains, prints the test metrics as JSON, returns the exit code."
+    if getattr(args, "ray", None) is not None:
+        from musicml.dist.cli import run_train_ray
+        return run_train_ray(args)
     if args.threads:
         set_threads(args.threads)
     out = args.out or os.path.join("artifacts", args.model)
