@@ -24,5 +24,9 @@ if [ "$rc" -eq 5 ]; then
   if [ "$#" -gt 0 ]; then echo "pytest: no test matched the selection '$*'"; rc=0
   else echo "FAIL: pytest collected no tests; the suite under tests/ is missing" >&2; rc=1; fi
 fi
+if [ "$rc" -eq 0 ] && [ "$#" -eq 0 ]; then
+  echo "== inference reports (cpu, edge; gpu where present) with small iteration counts, compared with the stored baselines"
+  bash ci/bench_smoke.sh || rc=$?
+fi
 echo "== done in $((SECONDS - start)) s (exit $rc)"
 exit $rc

@@ -59,7 +59,8 @@ def inference_cmd(args) -> int:
 
 def compare_cmd(args) -> int:
     "`musicml bench compare`: print the comparison table; exit 1 on any regression."
-    rows = compare(args.result, args.baseline, tolerance=args.tolerance, quality_tol=args.quality_tol)
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    rows = compare(args.result, args.baseline, tolerance=args.tolerance, quality_tol=args.quality_tol, metrics=metrics)
     print(format_rows(rows))
     bad = regressions(rows)
     if bad: print(f"{len(bad)} regression(s) beyond tolerance {args.tolerance}", file=sys.stderr)
@@ -87,6 +88,7 @@ def add_parser(bench_subparsers) -> None:
     c.add_argument("result"); c.add_argument("baseline")
     c.add_argument("--tolerance", type=float, default=0.1, help="relative change allowed for latency/throughput")
     c.add_argument("--quality-tol", type=float, default=0.005, help="absolute drop allowed for NDCG@10 / overlap")
+    c.add_argument("--metrics", default=None, help="comma-separated subset of the compared metrics (default: all)")
     c.set_defaults(func=compare_cmd)
 
 # %% ../../nbs/65_bench.cli.ipynb #c905e929

@@ -45,8 +45,13 @@ def compare(result_json,  # current result: path or dict with "variants"
             baseline_json,  # baseline result: path or dict
             tolerance: float = 0.1,  # relative change allowed for latency and throughput
             quality_tol: float = 0.005,  # absolute drop allowed for quality metrics
+            metrics=None,  # names from `METRICS` to compare (default all); tails (p99) are noisy on shared machines
             ) -> list[dict]:
     "Rows (variant, metric, baseline, current, ratio, status) with status regression / ok / improved / missing / unavailable."
+    unknown = sorted(set(metrics or ()) - set(METRICS))
+    if unknown:
+        raise ValueError(f"unknown metric(s) {unknown}; expected some of {sorted(METRICS)}")
+    chosen = {k: v for k, v in METRICS.items() if not metrics or k in metrics}
     cur, base = _load(result_json)["variants"], _load(baseline_json)["variants"]
     rows = []
     for name in sorted(set(cur) | set(base)):
@@ -55,7 +60,7 @@ def compare(result_json,  # current result: path or dict with "variants"
             rows.append(dict(variant=name, metric="*", baseline=None, current=None, ratio=None, status="missing")); continue
         if not (c.get("available", True) and b.get("available", True)):
             rows.append(dict(variant=name, metric="*", baseline=None, current=None, ratio=None, status="unavailable")); continue
-        for metric, (path, sign, kind) in METRICS.items():
+        for metric, (path, sign, kind) in chosen.items():
             bv, cv = _get(b, path), _get(c, path)
             if bv is None or cv is None: continue
             ratio = cv / bv if bv else None
