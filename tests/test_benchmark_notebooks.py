@@ -31,3 +31,23 @@ def test_training_efficiency_report_smoke(data_dir, tmp_path):
         assert lo <= s["test_ndcg10_minus_popularity"]["mean"] <= hi
         assert 0 <= s["test_full_ndcg10"] <= 1 and s["throughput_samples_per_s"] > 0
     assert (tmp_path / "training_efficiency_sasrec.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_compression_report_smoke(data_dir, tmp_path):
+    "A 1-epoch teacher trained in the notebook, one pruning level per method, a 1-epoch student: JSON and both plots."
+    pm.execute_notebook(str(ROOT / "benchmarks_nbs/compression.ipynb"), str(tmp_path / "out.ipynb"),
+                        parameters=dict(teacher_dim=32, teacher_epochs=1, distill_epochs=1, finetune_epochs=1,
+                                        structured_sparsities=0.5, magnitude_sparsities=0.5, latency_queries=30,
+                                        output_dir=str(tmp_path)),
+                        kernel_name="python3", progress_bar=False, cwd=str(ROOT))
+    res = json.loads((tmp_path / "compression.json").read_text())
+    assert {(r["method"], r["sparsity"]) for r in res["sweep"]} == {("structured", 0.0), ("structured", 0.5),
+                                                                   ("magnitude", 0.0), ("magnitude", 0.5)}
+    pruned = next(r for r in res["sweep"] if r["method"] == "structured" and r["sparsity"] == 0.5)
+    assert pruned["params"] < res["distill"]["teacher"]["params"]
+    s = res["summary"]
+    assert s["test_ratio"]["ci_low"] <= s["test_ratio"]["ratio"] <= s["test_ratio"]["ci_high"]
+    assert s["teacher"]["latency"]["p50_ms"] > 0 and res["environment"]["torch"]
+    for png in ("compression_sweep.png", "compression_distill.png"):
+        assert (tmp_path / png).stat().st_size > 10_000
