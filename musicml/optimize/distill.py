@@ -13,13 +13,11 @@ import torch.nn.functional as F
 
 from ..models.sasrec import SASRec, SASRecConfig, SASRecTask, bce_loss, sampled_softmax_loss, softmax_loss
 from .prune import SeqData, net_scores, param_count, size_bytes
-from ..train.core import TrainConfig
+from ..train.core import TrainConfig, per_user_ndcg
 from ..train.loop import TrainReport, fit_task
-from ..eval.metrics import ranking_metrics
-from ..models.base import mask_scores, top_k
 
 # %% auto #0
-__all__ = ['kd_loss', 'DistillTask', 'per_user_ndcg', 'paired_ratio_ci', 'batch1_latency', 'distill', 'compare']
+__all__ = ['kd_loss', 'DistillTask', 'paired_ratio_ci', 'batch1_latency', 'distill', 'compare']
 
 # %% ../../nbs/53_optimize.distill.ipynb #7c8a843c
 def kd_loss(student_logits: torch.Tensor,   # [n, N] student scores
@@ -85,17 +83,6 @@ class DistillTask(SASRecTask):
         return loss
 
 # %% ../../nbs/53_optimize.distill.ipynb #024e2269
-def per_user_ndcg(scores: np.ndarray, truth, exclude=None, k: int = 10) -> np.ndarray:
-    "NDCG@k per user with at least one relevant item (as `ndcg_at_k`, before the mean)."
-    keep = np.diff(truth.indptr) > 0
-    s = np.array(scores[keep], dtype=np.float32, copy=True)
-    truth = truth[keep]
-    if exclude is not None:
-        mask_scores(s, exclude[keep])
-    idx, _ = top_k(s, k)
-    hits = np.asarray(truth[np.repeat(np.arange(len(idx)), idx.shape[1]), idx.ravel()]).reshape(idx.shape).astype(bool)
-    return ranking_metrics(hits, np.diff(truth.indptr), ks=(k,), metrics=("ndcg",))[f"ndcg@{k}"]
-
 def paired_ratio_ci(base: np.ndarray, other: np.ndarray, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0,
                     keep: float = 0.95) -> dict:
     "Ratio mean(other)/mean(base) with a paired-bootstrap CI over users, and P(ratio >= keep)."

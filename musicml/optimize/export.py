@@ -7,7 +7,6 @@ Docs: https://musicml.github.io/musicml/optimize.export.html.md"""
 # %% ../../nbs/54_optimize.export.ipynb #2efcf400
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import zipfile
@@ -20,6 +19,7 @@ from torch import nn
 from torch.export import Dim
 
 from .core import InferenceTask
+from ..data.datasets import sha256_file
 
 # %% auto #0
 __all__ = ['ExportError', 'ExportReport', 'Runner', 'load_runner', 'export_pt2', 'export_onnx', 'quantize_onnx',
@@ -42,13 +42,6 @@ class ExportReport:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-def _sha256(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for b in iter(lambda: f.read(1 << 20), b""):
-            h.update(b)
-    return h.hexdigest()
 
 # %% ../../nbs/54_optimize.export.ipynb #28c2def9
 def _resolve(task_or_module, example_inputs, dynamic_axes, input_names):
@@ -128,7 +121,7 @@ def _finish(fmt, path: Path, module, run, checks, names, axes, t0, atol, quantiz
     ex = checks[0]
     spec = [{"name": nm, "dtype": str(x.dtype).replace("torch.", ""),
              "shape": [axes.get(nm, {}).get(a, int(s)) for a, s in enumerate(x.shape)]} for nm, x in zip(names, ex)]
-    rep = ExportReport(fmt, str(path), path.stat().st_size, _sha256(path), cmp.pop("max_abs_err"), time.perf_counter() - t0,
+    rep = ExportReport(fmt, str(path), path.stat().st_size, sha256_file(path), cmp.pop("max_abs_err"), time.perf_counter() - t0,
                        dict(cmp, inputs=spec, quantized=quantized, torch=torch.__version__, **(extra or {})))
     Path(str(path) + ".json").write_text(json.dumps(rep.to_dict(), indent=1))
     return rep

@@ -8,7 +8,6 @@ Docs: https://musicml.github.io/musicml/train.checkpoint.html.md"""
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import musicml
+from ..data.datasets import sha256_file
 
 # %% auto #0
 __all__ = ['CheckpointError', 'save_weights', 'load_weights', 'save_checkpoint', 'load_checkpoint', 'SafetensorsCheckpoint',
@@ -134,17 +134,10 @@ class SafetensorsCheckpoint(L.Callback):
             save_checkpoint(self.out_dir / "last", net, self.config, opt, {"epoch": epoch, "step": trainer.global_step})
 
 # %% ../../nbs/42_train.checkpoint.ipynb #ec782880
-def _sha256(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
 def write_manifest(art_dir, **meta) -> dict:
     "Write `manifest.json` with `meta`, creation time, package version and the sha256 of every other file."
     d = Path(art_dir)
-    files = {str(p.relative_to(d)): {"sha256": _sha256(p), "bytes": p.stat().st_size}
+    files = {str(p.relative_to(d)): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
              for p in sorted(d.rglob("*")) if p.is_file() and p.name != "manifest.json"}
     man = dict(meta, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                musicml_version=musicml.__version__, files=files)
@@ -165,6 +158,6 @@ def verify_manifest(art_dir) -> dict:
         p = d / name
         if not p.exists():
             raise CheckpointError(f"{p}: listed in manifest.json but missing")
-        if _sha256(p) != info["sha256"]:
+        if sha256_file(p) != info["sha256"]:
             raise CheckpointError(f"{p}: sha256 differs from manifest.json (file changed or corrupt)")
     return man

@@ -19,7 +19,7 @@ from ..eval.metrics import ranking_metrics
 from ..models.base import mask_scores, top_k
 
 # %% auto #0
-__all__ = ['TrainConfig', 'IndexBatches', 'TensorDataModule', 'make_optimizer', 'make_trainer', 'ndcg_at_k']
+__all__ = ['TrainConfig', 'IndexBatches', 'TensorDataModule', 'make_optimizer', 'make_trainer', 'per_user_ndcg', 'ndcg_at_k']
 
 # %% ../../nbs/40_train.core.ipynb #f4dd2390
 @dataclass
@@ -148,11 +148,11 @@ def make_trainer(cfg: TrainConfig, callbacks: list | None = None, max_epochs: in
                      use_distributed_sampler=False, deterministic=False)
 
 # %% ../../nbs/40_train.core.ipynb #fe33ea35
-def ndcg_at_k(scores: np.ndarray,       # [b, n_items] scores of the users in `rows` order
-              truth: sp.csr_matrix,     # [b, n_items] relevant items per user
-              exclude: sp.csr_matrix | None = None,  # [b, n_items] items masked out before ranking
-              k: int = 10) -> float:
-    "Mean NDCG@k of `scores` against `truth` (users without relevant items are skipped)."
+def per_user_ndcg(scores: np.ndarray,       # [b, n_items] scores of the users in `rows` order
+                  truth: sp.csr_matrix,     # [b, n_items] relevant items per user
+                  exclude: sp.csr_matrix | None = None,  # [b, n_items] items masked out before ranking
+                  k: int = 10) -> np.ndarray:
+    "NDCG@k of `scores` against `truth`, one value per user with at least one relevant item."
     keep = np.diff(truth.indptr) > 0
     s = np.array(scores[keep], dtype=np.float32, copy=True)
     truth = truth[keep]
@@ -160,4 +160,8 @@ def ndcg_at_k(scores: np.ndarray,       # [b, n_items] scores of the users in `r
         mask_scores(s, exclude[keep])
     idx, _ = top_k(s, k)
     hits = np.asarray(truth[np.repeat(np.arange(len(idx)), idx.shape[1]), idx.ravel()]).reshape(idx.shape).astype(bool)
-    return float(ranking_metrics(hits, np.diff(truth.indptr), ks=(k,), metrics=("ndcg",))[f"ndcg@{k}"].mean())
+    return ranking_metrics(hits, np.diff(truth.indptr), ks=(k,), metrics=("ndcg",))[f"ndcg@{k}"]
+
+def ndcg_at_k(scores: np.ndarray, truth: sp.csr_matrix, exclude: sp.csr_matrix | None = None, k: int = 10) -> float:
+    "Mean NDCG@k of `scores` against `truth` (users without relevant items are skipped)."
+    return float(per_user_ndcg(scores, truth, exclude, k).mean())
