@@ -132,9 +132,16 @@ def lastfm_plays(d: LastFM2K) -> Interactions:
     "User-artist play counts as `Interactions` (weights = play counts, no times)."
     return from_raw(d.plays["user_id"], d.plays["artist_id"], d.plays["weight"])
 
-def lastfm_tag_sequences(d: LastFM2K) -> Interactions:
+def lastfm_tag_sequences(d: LastFM2K,
+                         tie_seed: int | None = 0,  # seed of the shuffle that orders same-day taggings; None keeps file order
+                        ) -> Interactions:
     "First dated tagging of each (user, artist), in time order; days since 1970 as times; implausible dates left out."
+    # HetRec dates have month resolution, so most consecutive taggings of a user tie. The file lists ties
+    # by artist id, an order a sequence model learns (it predicts the next larger id) though it says
+    # nothing about time: ties are put in a seeded random order instead.
     ta = d.tag_assignments.take(d.tag_assignments["valid_date"])
+    if tie_seed is not None:
+        ta = ta.take(np.random.default_rng(tie_seed).permutation(len(ta)))
     days = ta["date"].astype("datetime64[D]").astype(np.int64)
     return from_raw(ta["user_id"], ta["artist_id"], times=days).first_occurrences()
 

@@ -239,7 +239,8 @@ def sasrec_task(art_dir,          # artifact directory of a trained SASRec (or t
 # %% ../../nbs/50_optimize.core.ipynb #c8f618a5
 def ranker_task(art_dir,          # artifact directory of a trained ranker (or the training output dir above it)
                 data_path=None,   # Last.fm 2K directory (default `$MUSICML_DATA`)
-                max_eval: int | None = None) -> InferenceTask:  # keep only the first test users (None = all)
+                max_eval: int | None = None,  # keep only the first test users (None = all)
+                fold: bool = True) -> InferenceTask:  # precompute the per-artist tag averages (`DCNRanker.folded`)
     "`InferenceTask` of a trained DCN ranker: fp32 retriever candidates + dense features of the test users as inputs."
     from musicml.models.ranker import load_ranker
     d = _artifact_dir(art_dir)
@@ -249,10 +250,17 @@ def ranker_task(art_dir,          # artifact directory of a trained ranker (or t
     vu = np.unique(split.valid.users)
     _, citems, cdense = m._tensors(vu, m.train_)
     u, cu = (torch.from_numpy(x.astype(np.int64)) for x in (users, vu))
-    return InferenceTask("ranker", RankerScorer(m.net_).eval(), ["users", "items", "dense"], (u[:1], items[:1], dense[:1]),
+    net, fold_err = m.net_.eval(), None
+    if fold:
+        net = m.net_.folded()
+        with torch.inference_mode():
+            fold_err = float((net(cu, citems, cdense) - m.net_(cu, citems, cdense)).abs().max())
+        if fold_err > 1e-4: raise RuntimeError(f"{d}: folded ranker differs from the trained one by {fold_err:.2e}")
+    return InferenceTask("ranker", RankerScorer(net).eval(), ["users", "items", "dense"], (u[:1], items[:1], dense[:1]),
                          {"users": {0: "batch"}, "items": {0: "batch", 1: "cands"}, "dense": {0: "batch", 1: "cands"}},
                          (cu, citems, cdense), (u, items, dense), split.test.csr()[users], item_input=1,
-                         meta={"art_dir": str(d), "config": json.loads((d / "config.json").read_text())})
+                         meta={"art_dir": str(d), "config": json.loads((d / "config.json").read_text()),
+                               "folded": fold, "fold_max_abs_err": fold_err})
 
 def load_task(art_dir, data_path=None, max_eval: int | None = None) -> InferenceTask:
     "`sasrec_task` or `ranker_task`, chosen by the `model` field of the artifact's `config.json`."
