@@ -30,7 +30,7 @@ run scaling -p lastfm_parity True
 [ -f reports/artifacts/ranker/model/manifest.json ] || musicml train --model ranker --out reports/artifacts/ranker --no-progress
 for t in cpu edge gpu; do run inference_targets "inference_${t}_sasrec" -p target "$t" -p artifact reports/artifacts/sasrec/model; done
 run inference_targets inference_cpu_ranker -p target cpu -p artifact reports/artifacts/ranker/model
-run compression -p teacher_epochs 10 -p distill_epochs 15
+run compression -p teacher_epochs 40 -p distill_epochs 40
 # experimentation and search
 run ab_calibration
 run search_quality
