@@ -91,3 +91,13 @@ def test_compare_flags_synthetic_regression(tmp_path):
     assert not regressions(compare(cur, base, tolerance=0.3))
     cur.write_text(json.dumps(res(1.0, 1000, 0.29)))
     assert [r["metric"] for r in regressions(compare(cur, base))] == ["ndcg@10"]
+
+
+def test_server_max_qps_under_a_p99_bound(task, tmp_path):
+    "The server scenario's capacity search: a generous bound finds a positive rate within it, an impossible one finds 0."
+    ok = run_target(task, "cpu", workdir=tmp_path, only=["cpu-eager"], p99_bound_ms=1000.0, **FAST)["variants"]["cpu-eager"]
+    cap = ok["server_max_qps"]
+    assert cap["qps"] > 0 and cap["p99_ms"] <= 1000.0 and cap["p99_bound_ms"] == 1000.0 and len(cap["history"]) == 6
+    none = run_target(task, "cpu", workdir=tmp_path, only=["cpu-eager"], p99_bound_ms=1e-6, **FAST)["variants"]["cpu-eager"]
+    assert none["server_max_qps"]["qps"] == 0.0
+    assert run_target(task, "cpu", workdir=tmp_path, only=["cpu-eager"], **FAST)["variants"]["cpu-eager"]["server_max_qps"] is None

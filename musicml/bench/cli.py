@@ -45,7 +45,8 @@ def inference_cmd(args) -> int:
     out = Path(args.out)
     try:
         res = run_target(task, args.target, batch_sizes=batch_sizes, iterations=args.iterations, qps=args.qps,
-                         threads=args.threads, workdir=args.workdir or out.parent / (out.stem + "_artifacts"), only=only)
+                         threads=args.threads, workdir=args.workdir or out.parent / (out.stem + "_artifacts"), only=only,
+                         p99_bound_ms=args.p99_bound_ms)
     except TargetUnavailable as e:
         from musicml.bench.harness import record
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -77,6 +78,7 @@ def add_parser(bench_subparsers) -> None:
     p.add_argument("--batch-sizes", default="1,8,64", help="offline sweep, comma-separated")
     p.add_argument("--iterations", type=int, default=1000, help="single-stream queries")
     p.add_argument("--qps", type=float, help="server-scenario arrival rate (default: half the single-stream capacity)")
+    p.add_argument("--p99-bound-ms", type=float, help="also find the highest server QPS whose p99 stays within this bound")
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0 = all cores)")
     p.add_argument("--variants", help="comma-separated variant names (default: all of the target)")
     p.add_argument("--workdir", help="where exported artifacts go (default: next to --out)")

@@ -20,7 +20,7 @@ import tempfile
 import numpy as np
 import torch
 
-from .harness import offline, peak_memory, record, server, single_stream
+from .harness import max_qps_under, offline, peak_memory, record, server, single_stream
 from .roofline import machine_peaks, model_cost, roofline_point
 from ..core import set_threads
 
@@ -216,7 +216,7 @@ def check_target(target: str) -> str:
     return "cuda"
 
 def _measure(task, v: Variant, built: Built, batch_sizes, iterations: int, qps: float | None, device: str,
-             peaks: dict, min_time_s: float, quality_batch: int) -> dict:
+             peaks: dict, min_time_s: float, quality_batch: int, p99_bound_ms: float | None = None) -> dict:
     r = built.runner
     one = lambda i: task.make_inputs(1, seed=_seed(i))
     quality = task.quality(r, batch_size=quality_batch)
@@ -225,11 +225,13 @@ def _measure(task, v: Variant, built: Built, batch_sizes, iterations: int, qps: 
     best = max(off, key=lambda o: o["items_per_s"])
     q = qps or 0.5 * 1e3 / ss.mean_ms
     srv = server(r, lambda i: task.make_inputs(1, seed=10**7 + i), q, duration_s=min(iterations / q, 10.0), min_queries=min(50, iterations))
+    # the highest arrival rate whose p99 stays within the bound (bisection over short open-loop probes)
+    cap = max_qps_under(r, one, p99_bound_ms, duration_s=1.0, steps=5) if p99_bound_ms else None
     mem = peak_memory(lambda: r(*task.make_inputs(max(batch_sizes), seed=99)), device)
     cost = model_cost(task.module, task.make_inputs(best["batch_size"], seed=1), weight_bytes=built.size_bytes if built.size_bytes > 0 else None)
     return dict(available=True, status="ok", description=v.description, artifact=built.artifact, size_bytes=built.size_bytes,
                 max_abs_err=built.max_abs_err, build_s=built.build_s, extra=built.extra, threads=v.threads or torch.get_num_threads(),
-                quality=quality, single_stream=ss.to_dict(samples=True), offline=off, best=best, server=srv,
+                quality=quality, single_stream=ss.to_dict(samples=True), offline=off, best=best, server=srv, server_max_qps=cap,
                 memory=mem, cost=cost, roofline=roofline_point(cost, best["items_per_s"], peaks))
 
 # %% ../../nbs/62_bench.targets.ipynb #697c2993
@@ -244,6 +246,7 @@ def run_target(task,  # an `InferenceTask`
                min_time_s: float = 0.5,  # seconds per offline point
                quality_batch: int = 256,  # batch size of the quality pass
                peaks: dict | None = None,  # machine peaks (default: measured now)
+               p99_bound_ms: float | None = None,  # also find the highest server QPS with p99 within this bound (None: skip)
                log: Callable[[str], None] | None = print,
                ) -> dict:
     "Benchmark every variant of `target` on `task`; a JSON-able record with the environment and thread count."
@@ -266,7 +269,7 @@ def run_target(task,  # an `InferenceTask`
         try:
             if v.threads: set_threads(v.threads)
             built = v.build(task, workdir, n_threads)
-            res[v.name] = _measure(task, v, built, batch_sizes, iterations, qps, device, peaks, min_time_s, quality_batch)
+            res[v.name] = _measure(task, v, built, batch_sizes, iterations, qps, device, peaks, min_time_s, quality_batch, p99_bound_ms)
             if log:
                 m = res[v.name]
                 log(f"{v.name}: p50 {m['single_stream']['p50_ms']:.3f} ms, best {m['best']['items_per_s']:.0f} items/s "
