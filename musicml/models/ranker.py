@@ -88,7 +88,6 @@ class DCNRanker(nn.Module):
         m.tag_emb, m.item_tags = None, None
         return m
 
-
 # %% ../../nbs/34_models.ranker.ipynb #46f1cf15
 def candidates(retriever: Recommender, users: np.ndarray, n: int, exclude: sp.csr_matrix):
     "Top-`n` items and scores of `retriever` per user, `exclude` masked: `([b, n] int64, [b, n] float32)`."
