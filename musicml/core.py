@@ -39,10 +39,13 @@ def seed_everything(seed: int  # seed for `random`, numpy's global RNG and torch
     return seed
 
 # %% ../nbs/00_core.ipynb #4b9aa1bb
+_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
 def set_threads(n: int | None = None  # threads for torch and BLAS; None = all cores this process may use
                ) -> int:
-    "Set intra-op threads for torch and numpy's BLAS; returns the number applied."
+    "Set intra-op threads for torch and numpy's BLAS, now and for libraries imported later; returns the number applied."
     n = n or len(os.sched_getaffinity(0))
+    for v in _THREAD_VARS: os.environ[v] = str(n)
     try:
         from threadpoolctl import threadpool_limits
         threadpool_limits(n)

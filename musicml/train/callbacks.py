@@ -16,7 +16,7 @@ import torch
 from .core import IndexBatches
 
 # %% auto #0
-__all__ = ['Throughput', 'ValNDCG', 'ProfileSteps', 'standard_callbacks']
+__all__ = ['Throughput', 'ValNDCG', 'LinearDecay', 'ProfileSteps', 'standard_callbacks']
 
 # %% ../../nbs/41_train.callbacks.ipynb #f9b9c75e
 class Throughput(L.Callback):
@@ -114,6 +114,27 @@ class ValNDCG(L.Callback):
         if over:
             trainer.should_stop = True
 
+# %% ../../nbs/41_train.callbacks.ipynb #7c7bb405
+class LinearDecay(L.Callback):
+    "Learning rate `base × (1 − progress)`; progress = training time / `budget_s`, else step / estimated steps."
+    def __init__(self, base_lr: float,                  # the rate at progress 0 (the config's effective rate)
+                 budget_s: float | None = None,         # time budget; None = decay over the run's steps
+                 clock: "ValNDCG | None" = None):       # the validation callback whose training clock is used
+        self.base_lr, self.budget_s, self.clock = base_lr, budget_s, clock
+        self.lrs: list[float] = []                     # the rate of every step (for reports and tests)
+
+    def progress(self, trainer) -> float:
+        if self.budget_s:
+            return min(self.clock.train_wall_s() / self.budget_s, 1.0) if self.clock is not None and self.clock._t0 else 0.0
+        total = trainer.estimated_stepping_batches
+        return min(trainer.global_step / total, 1.0) if total and total != float("inf") else 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        lr = self.base_lr * (1.0 - self.progress(trainer))
+        for opt in trainer.optimizers:
+            for g in opt.param_groups: g["lr"] = lr
+        self.lrs.append(lr)
+
 # %% ../../nbs/41_train.callbacks.ipynb #dff4010b
 class ProfileSteps(L.Callback):
     "Trace `steps` steps with torch.profiler from `start_step`, or when `out_dir/PROFILE` appears."
@@ -161,9 +182,11 @@ class ProfileSteps(L.Callback):
 
 # %% ../../nbs/41_train.callbacks.ipynb #719c47b8
 def standard_callbacks(cfg, out_dir=None) -> dict[str, L.Callback]:
-    "Throughput, ValNDCG, optional EarlyStopping and ProfileSteps for a `TrainConfig`."
+    "Throughput, ValNDCG, optional LinearDecay, EarlyStopping and ProfileSteps for a `TrainConfig`."
     from lightning.pytorch.callbacks import EarlyStopping
     cbs = {"throughput": Throughput(), "val": ValNDCG(cfg.val_every, cfg.target, cfg.stop_at_target, cfg.budget_s)}
+    if cfg.lr_decay == "linear":
+        cbs["lr_decay"] = LinearDecay(cfg.effective_lr, cfg.budget_s, cbs["val"])
     if cfg.patience > 0:
         cbs["early_stop"] = EarlyStopping("val_ndcg@10", mode="max", patience=cfg.patience, check_on_train_epoch_end=True)
     if out_dir is not None:

@@ -26,8 +26,9 @@ __all__ = ['RECIPES', 'recipe_config', 'build_model', 'train_model', 'add_parser
 RECIPES = {
     "sasrec": {
         "reference": dict(model=dict(all_windows=False), train=dict(loss="bce", batch_size=128, lr=1e-3, scale_lr=False)),
-        "optimized": dict(model=dict(all_windows=True), train=dict(loss="sampled", n_negatives=2048, logq=True, batch_size=256,
-                                                                  lr=2e-3, base_batch_size=128)),
+        "optimized": dict(model=dict(all_windows=True, dropout=0.5),
+                          train=dict(loss="sampled", n_negatives=1024, logq=True, batch_size=128, lr=4e-3, base_batch_size=128,
+                                     weight_decay=1.0, lr_decay="linear", max_epochs=40)),
     },
     "two_tower": {
         "reference": dict(model=dict(), train=dict(loss="in_batch", logq=False, batch_size=256, lr=1e-3)),

@@ -32,6 +32,7 @@ class TrainConfig:
     base_batch_size: int = 128      # batch size `lr` was tuned for
     scale_lr: bool = True           # scale lr linearly with batch_size / base_batch_size
     weight_decay: float = 0.0       # AdamW decoupled weight decay
+    lr_decay: str = "none"          # "linear": decay to 0 at the end of the budget (training time), else of max_steps/max_epochs
     precision: str = "32"           # "32" or "bf16-mixed"
     compile: bool = False           # torch.compile the network
     fused: bool = True              # fused (else foreach) AdamW when the device supports it
@@ -61,6 +62,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.precision not in ("32", "bf16-mixed"):
             raise ValueError(f"TrainConfig.precision must be '32' or 'bf16-mixed', got {self.precision!r}")
+        if self.lr_decay not in ("none", "linear"):
+            raise ValueError(f"TrainConfig.lr_decay must be 'none' or 'linear', got {self.lr_decay!r}")
         if self.batch_size < 1:
             raise ValueError(f"TrainConfig.batch_size must be >= 1, got {self.batch_size}")
 
