@@ -7,11 +7,17 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from musicml.serve.api import RankResponseV1, RecommendationResponseV1, SimilarResponseV1
 from musicml.serve.loadgen import ServerProcess
-from musicml.serve.registry import build_synthetic_artifacts, load_arrays
+from musicml.serve.registry import build_synthetic_artifacts, build_synthetic_trained_artifacts, load_arrays
+
+# every endpoint test runs against both kinds of bundle: baselines with the blend ranker, and trained models
+# (two-tower + SASRec retrieval, DCN ranker with the EASE feature, ItemKNN for /similar)
+BUNDLES = {"baselines": (build_synthetic_artifacts, {"itemknn": "itemknn", "als": "embedding", "ranker": "blend"}),
+           "trained": (build_synthetic_trained_artifacts, {"two_tower": "two_tower", "sasrec": "sasrec", "ease": "ease",
+                                                           "itemknn": "itemknn", "ranker": "dcn"})}
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+@pytest.fixture(scope="module", params=sorted(BUNDLES))
+def server(request, tmp_path_factory):
     "A server started on an empty models directory, observed before loading, then given a bundle and reloaded."
     models = tmp_path_factory.mktemp("models")
     log = tmp_path_factory.mktemp("logs") / "server.log"
@@ -20,10 +26,10 @@ def server(tmp_path_factory):
     try:
         before = {"readyz": httpx.get(srv.url + "/readyz"), "healthz": httpx.get(srv.url + "/healthz"),
                   "recs": httpx.post(srv.url + "/v1/recommendations", json={"user_id": 1})}
-        d = build_synthetic_artifacts(models, "v1")
-        srv.reload = httpx.post(srv.url + "/admin/reload", timeout=30)
+        d = BUNDLES[request.param][0](models, "v1")
+        srv.reload = httpx.post(srv.url + "/admin/reload", timeout=60)
         srv.wait("/readyz", 30)
-        srv.before, srv.catalog, srv.log = before, load_arrays(d / "catalog.npz"), log
+        srv.before, srv.catalog, srv.log, srv.kinds = before, load_arrays(d / "catalog.npz"), log, BUNDLES[request.param][1]
         yield srv
     finally:
         srv.stop()
@@ -40,7 +46,8 @@ def test_not_ready_until_models_are_loaded(server):
     assert b["recs"].status_code == 503
     assert server.reload.json()["status"] == "swapped"
     r = httpx.get(server.url + "/readyz").json()
-    assert r["status"] == "ready" and r["model_version"] == "v1" and set(r["models"]) == {"itemknn", "als", "ranker"}
+    assert r["status"] == "ready" and r["model_version"] == "v1"
+    assert r["models"] == {name: f"{kind}@v1" for name, kind in server.kinds.items()}
 
 
 def test_recommendations_for_a_user(server):

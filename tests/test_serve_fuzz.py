@@ -9,7 +9,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from musicml.serve.loadgen import ServerProcess
-from musicml.serve.registry import build_synthetic_artifacts
+from musicml.serve.registry import build_synthetic_trained_artifacts
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "openapi.json"
 SCHEMA = schemathesis.openapi.from_path(str(DOC))
@@ -19,7 +19,7 @@ OPS = [r.ok() for r in SCHEMA.get_all_operations()]
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     models = tmp_path_factory.mktemp("models")
-    build_synthetic_artifacts(models, "v1", n_users=100, n_items=300, n_interactions=4000)
+    build_synthetic_trained_artifacts(models, "v1", n_users=100, n_items=300, n_interactions=4000)   # trained stages: the deepest path
     with ServerProcess(models, env={"MUSICML_SERVE_MAX_WAIT_MS": "0.5"}) as srv:
         yield srv
 

@@ -7,7 +7,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from musicml.serve.loadgen import ServerProcess, open_loop, request_mix
-from musicml.serve.registry import build_synthetic_artifacts, load_arrays
+from musicml.serve.registry import build_synthetic_artifacts, build_synthetic_trained_artifacts, load_arrays
 
 
 def _metric(url, name, **labels):
@@ -17,8 +17,8 @@ def _metric(url, name, **labels):
 
 def test_hot_reload_under_load(tmp_path):
     models, staging = tmp_path / "models", tmp_path / "staging"
-    v1 = build_synthetic_artifacts(models, "v1", n_users=200, n_items=600, n_interactions=8000, seed=0)
-    v2 = build_synthetic_artifacts(staging, "v2", n_users=200, n_items=600, n_interactions=8000, seed=1)
+    v1 = build_synthetic_trained_artifacts(models, "v1", n_users=200, n_items=600, n_interactions=8000, seed=0)
+    v2 = build_synthetic_trained_artifacts(staging, "v2", n_users=200, n_items=600, n_interactions=8000, seed=1)
     cat = load_arrays(v1 / "catalog.npz")
     events = {}
     with ServerProcess(models, env={"MUSICML_SERVE_MAX_WAIT_MS": "1"}, log_path=tmp_path / "server.log") as srv:
@@ -32,8 +32,8 @@ def test_hot_reload_under_load(tmp_path):
                     elif t >= 3.5 and "v3" not in events:
                         events["v3"] = None
                         bad = staging / "v3"; shutil.copytree(models / "v2", bad)
-                        raw = bytearray((bad / "als.npz").read_bytes()); raw[len(raw) // 2] ^= 0xFF
-                        (bad / "als.npz").write_bytes(bytes(raw))                    # same size, different bytes
+                        raw = bytearray((bad / "ranker.safetensors").read_bytes()); raw[len(raw) // 2] ^= 0xFF
+                        (bad / "ranker.safetensors").write_bytes(bytes(raw))         # same size, different bytes
                         os.rename(bad, models / "v3")
                         events["v3"] = (await c.post(srv.url + "/admin/reload")).json()
                 return await open_loop(srv.url + "/v1/recommendations", request_mix(cat["user_ids"], cat["item_ids"]),

@@ -1,4 +1,4 @@
-"""`musicml serve --models DIR` runs the ranking service under uvicorn; `musicml serve build-artifacts --out DIR` writes a serving bundle from Last.fm 2K.
+"""`musicml serve --models DIR` runs the ranking service under uvicorn; `musicml serve build-artifacts --out DIR` writes a serving bundle from Last.fm 2K: of trained models (`--ranker`, `--sasrec` artifact directories) or of baselines.
 
 Docs: https://musicml.github.io/musicml/serve.cli.html.md"""
 
@@ -8,6 +8,7 @@ Docs: https://musicml.github.io/musicml/serve.cli.html.md"""
 from __future__ import annotations
 
 import argparse
+import sys
 
 from .metrics import json_logging
 
@@ -28,10 +29,16 @@ def serve_cmd(args) -> int:
     return 0
 
 def build_cmd(args) -> int:
-    "Fit the baselines on Last.fm 2K and write a serving bundle."
-    from musicml.serve.registry import build_lastfm_artifacts
-    d = build_lastfm_artifacts(args.out, args.data_dir, retrievers=tuple(r.strip() for r in args.retrievers.split(",") if r.strip()),
-                               version=args.version)
+    "Write a serving bundle: trained models when `--ranker` is given (two-tower + DCN, SASRec with `--sasrec`), else baselines."
+    from musicml.serve.registry import build_lastfm_artifacts, build_trained_artifacts
+    if args.sasrec and not args.ranker:
+        print("musicml serve build-artifacts: --sasrec needs --ranker (the ranker artifact holds the two-tower retriever)", file=sys.stderr)
+        return 2
+    if args.ranker:
+        d = build_trained_artifacts(args.out, args.ranker, args.sasrec, args.data_dir, version=args.version)
+    else:
+        d = build_lastfm_artifacts(args.out, args.data_dir, retrievers=tuple(r.strip() for r in args.retrievers.split(",") if r.strip()),
+                                   version=args.version)
     print(d)
     return 0
 
@@ -46,10 +53,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--reload-interval", type=float, help="seconds between checks of the models directory (0 = off)")
     p.set_defaults(func=serve_cmd)
     sub = p.add_subparsers(dest="serve_command")
-    b = sub.add_parser("build-artifacts", help="fit baselines on Last.fm 2K and write a versioned serving bundle")
+    b = sub.add_parser("build-artifacts", help="write a versioned serving bundle of trained models (or baselines) on Last.fm 2K")
     b.add_argument("--out", required=True, help="models directory to add the version to")
     b.add_argument("--data-dir", help="Last.fm 2K folder (default: $MUSICML_DATA)")
-    b.add_argument("--retrievers", default="itemknn,als", help="comma-separated: itemknn, als, ease")
+    b.add_argument("--ranker", help="`musicml train --model ranker` artifact directory (its two-tower retrieves, the DCN ranks)")
+    b.add_argument("--sasrec", help="`musicml train --model sasrec` artifact directory (next-artist candidates)")
+    b.add_argument("--retrievers", default="itemknn,als", help="without --ranker: baselines, comma-separated: itemknn, als, ease")
     b.add_argument("--version", help="version name (default: v + UTC time)")
     b.set_defaults(func=build_cmd)
     return p

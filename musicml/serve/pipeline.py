@@ -33,7 +33,8 @@ class Query:
     user: int                 # user index, -1 when the history does not come from a known user
     hist: sp.csr_matrix       # [1, n_items] play counts
     unknown_artist_ids: list = field(default_factory=list)
-    memo: dict = field(default_factory=dict, repr=False)   # per-retriever work retrieval did for this query, reused by ranking
+    memo: dict = field(default_factory=dict, repr=False)   # per-stage work retrieval did for this query, reused by ranking;
+                                                           # "recent": the request's known artists in order (sequence models)
     @property
     def hist_items(self) -> np.ndarray: return self.hist.indices
     @property
@@ -46,7 +47,8 @@ def make_query(b: Bundle, user_id: int | None = None, recent_artist_ids: list[in
         idx = [b.item_index.get(int(a), -1) for a in recent_artist_ids]
         known = sorted({i for i in idx if i >= 0})
         h = sp.csr_matrix((np.ones(len(known), np.float32), (np.zeros(len(known), int), known)), shape=(1, n))
-        return Query(b, -1, h, [a for a, i in zip(recent_artist_ids, idx) if i < 0])
+        seq = np.array([i for i in idx if i >= 0], np.int64)
+        return Query(b, -1, h, [a for a, i in zip(recent_artist_ids, idx) if i < 0], {"recent": seq})
     u = b.user_index.get(int(user_id), -1) if user_id is not None else -1
     if u < 0: return Query(b, -1, sp.csr_matrix((1, n), dtype=np.float32))
     lo, hi = b.seen.indptr[u], b.seen.indptr[u + 1]                      # row slice without scipy's fancy indexing
@@ -88,7 +90,7 @@ def rank_batch(items: list[tuple[Query, np.ndarray]]  # (query, candidate item i
         m = max(len(items[i][1]) for i in ix)
         cand = np.full((len(ix), max(m, 1)), -1, np.int32)
         for row, i in enumerate(ix): cand[row, :len(items[i][1])] = items[i][1]
-        s = b.ranker.rank(b.retrievers, b.popularity, stack_rows([q.hist for q in qs]),
+        s = b.ranker.rank(b.stages, b.popularity, stack_rows([q.hist for q in qs]),
                           np.array([q.user for q in qs]), cand, [q.memo for q in qs])
         for row, i in enumerate(ix): out[i] = s[row, :len(items[i][1])]
     return out
@@ -211,7 +213,7 @@ async def rank(self: Pipeline, q: Query, items: np.ndarray) -> tuple[np.ndarray,
 
 def similar(self: Pipeline, b: Bundle, item: int, k: int = 10) -> tuple[np.ndarray, np.ndarray, str]:
     "The `k` artists most similar to `item` (ItemKNN neighbours, else embedding cosine) and which stage answered."
-    for name, r in b.retrievers.items():
+    for name, r in sorted(b.stages.items(), key=lambda kv: kv[1].kind != "itemknn"):
         if hasattr(r, "similar"):
             idx, val = r.similar(item, k); keep = idx[0] >= 0
             return idx[0][keep], val[0][keep], name

@@ -23,14 +23,17 @@ from ..core import get_logger
 from ..data.datasets import sha256_file
 from ..data.interactions import Interactions
 from ..models.baselines import ALS, EASE, ItemKNN
+from . import neural  # noqa: F401  (registers the trained stage kinds: two_tower, sasrec, dcn)
+from .neural import DCNRankerStage, SASRecRetriever, TwoTowerRetriever
 from .stages import (STAGES, ArtifactError, BlendRanker, EASERetriever, EmbeddingRetriever,
                                   ItemKNNRetriever, load_arrays, save_arrays, tag_vectors)
 
 log = get_logger("musicml.serve.registry")
 
 # %% auto #0
-__all__ = ['log', 'FORMAT', 'DEFAULT_PARAMS', 'write_manifest', 'verify_artifact', 'build_artifacts', 'build_lastfm_artifacts',
-           'Bundle', 'load_bundle', 'build_synthetic_artifacts', 'ModelRegistry']
+__all__ = ['log', 'FORMAT', 'DEFAULT_PARAMS', 'BASELINES', 'write_manifest', 'verify_artifact', 'build_artifacts',
+           'build_lastfm_artifacts', 'trained_stages', 'build_trained_artifacts', 'Bundle', 'load_bundle',
+           'build_synthetic_artifacts', 'build_synthetic_trained_artifacts', 'ModelRegistry']
 
 # %% ../../nbs/73_serve.registry.ipynb #a250935d
 FORMAT = "musicml-serving-bundle/1"
@@ -68,22 +71,40 @@ def verify_artifact(d: Path) -> dict:
 
 # %% ../../nbs/73_serve.registry.ipynb #7432857f
 DEFAULT_PARAMS = {"itemknn": {"k": 100, "shrink": 10.0}, "als": {"factors": 64, "iterations": 10}, "ease": {"l2": 200.0}}
+BASELINES = ("itemknn", "als", "ease")
+
+def _fit_baseline(name: str, train: Interactions, p: dict):
+    return {"itemknn": lambda: ItemKNNRetriever.from_model(ItemKNN(**p["itemknn"]).fit(train)),
+            "als": lambda: EmbeddingRetriever.from_model(ALS(**p["als"]).fit(train)),
+            "ease": lambda: EASERetriever.from_model(EASE(**p["ease"]).fit(train))}[name]()
+
+def _write_stage(tmp: Path, name: str, stage, role: str) -> dict:
+    if stage.kind not in STAGES: raise ValueError(f"stage {name!r} has unknown kind {stage.kind!r}; register it in STAGES")
+    arrays, config = stage.state()
+    file = f"{name}{getattr(stage, 'file_suffix', '.npz')}" if arrays else None
+    if file: save_arrays(tmp / file, **arrays)
+    return {"kind": stage.kind, "role": role, "file": file, "config": config}
 
 def build_artifacts(train: Interactions,                # training interactions (weights = plays)
                     out: Path,                          # models directory; the version goes in a sub-directory
-                    retrievers=("itemknn", "als"),      # any of itemknn, als, ease
+                    retrievers=("itemknn", "als"),      # baselines fitted on `train` that propose candidates: itemknn, als, ease
                     item_names: np.ndarray | None = None,  # artist names aligned with `train.item_ids`
                     tags: sp.csr_matrix | None = None,  # item x tag counts aligned with `train.item_ids` (MMR)
-                    params: dict | None = None,         # per-retriever constructor arguments (defaults: DEFAULT_PARAMS)
+                    params: dict | None = None,         # per-baseline constructor arguments (defaults: DEFAULT_PARAMS)
                     weights: dict | None = None,        # blend ranker weights per retriever (default 1 each)
                     version: str | None = None,         # default: `v` + UTC time
                     data: dict | None = None,           # provenance recorded in the manifest
-                    extra_stages: dict | None = None,   # name -> ready retriever (e.g. a trained two-tower's embeddings)
+                    extra_stages: dict | None = None,   # name -> ready stage, or (stage, role) with role retriever|feature
                     ranker=None,                        # a ranking stage (default: `BlendRanker` over all retrievers)
+                    features=(),                        # baselines fitted on `train` that only score (ranker features, /similar)
                    ) -> Path:
-    "Fit the chosen baselines on `train` and write a verified serving bundle; returns its directory."
-    bad = [r for r in retrievers if r not in ("itemknn", "als", "ease")]
-    if bad: raise ValueError(f"retrievers must be among itemknn, als, ease; got {bad}")
+    "Fit the chosen baselines on `train`, add the ready stages, and write a verified serving bundle; returns its directory."
+    bad = [r for r in (*retrievers, *features) if r not in BASELINES]
+    if bad: raise ValueError(f"baselines must be among {', '.join(BASELINES)}; got {bad}")
+    extra = {k: (v if isinstance(v, tuple) else (v, "retriever")) for k, v in (extra_stages or {}).items()}
+    roles = {k: r for k, (_, r) in extra.items()} | {r: "retriever" for r in retrievers} | {f: "feature" for f in features}
+    if any(r not in ("retriever", "feature") for r in roles.values()): raise ValueError(f"stage roles must be retriever or feature: {roles}")
+    if not any(r == "retriever" for r in roles.values()): raise ValueError("a bundle needs at least one retriever")
     now = datetime.now(timezone.utc)
     version = version or "v" + now.strftime("%Y%m%dT%H%M%S%f")
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
@@ -95,23 +116,15 @@ def build_artifacts(train: Interactions,                # training interactions 
     if tags is not None: cat["tag_vecs"] = tag_vectors(tags)
     save_arrays(tmp / "catalog.npz", **cat)
     stages, p = {}, {**DEFAULT_PARAMS, **(params or {})}
-    for r in retrievers:
+    for r in (*retrievers, *features):
         t = time.perf_counter()
-        stage = {"itemknn": lambda: ItemKNNRetriever.from_model(ItemKNN(**p["itemknn"]).fit(train)),
-                 "als": lambda: EmbeddingRetriever.from_model(ALS(**p["als"]).fit(train)),
-                 "ease": lambda: EASERetriever.from_model(EASE(**p["ease"]).fit(train))}[r]()
-        arrays, config = stage.state(); save_arrays(tmp / f"{r}.npz", **arrays)
-        stages[r] = {"kind": stage.kind, "role": "retriever", "file": f"{r}.npz", "config": config,
-                     "params": p[r], "fit_s": round(time.perf_counter() - t, 3)}
-    for name, stage in (extra_stages or {}).items():
-        if stage.kind not in STAGES: raise ValueError(f"extra stage {name!r} has unknown kind {stage.kind!r}; add it to STAGES")
-        arrays, config = stage.state(); save_arrays(tmp / f"{name}.npz", **arrays)
-        stages[name] = {"kind": stage.kind, "role": "retriever", "file": f"{name}.npz", "config": config}
-    names = [*retrievers, *(extra_stages or {})]
-    ranker = ranker or BlendRanker(weights or {r: 1.0 for r in names})
-    r_arrays, r_config = ranker.state()
-    if r_arrays: save_arrays(tmp / "ranker.npz", **r_arrays)
-    stages["ranker"] = {"kind": ranker.kind, "role": "ranker", "file": "ranker.npz" if r_arrays else None, "config": r_config}
+        stages[r] = {**_write_stage(tmp, r, _fit_baseline(r, train, p), roles[r]), "params": p[r], "fit_s": round(time.perf_counter() - t, 3)}
+    for name, (stage, role) in extra.items():
+        stages[name] = _write_stage(tmp, name, stage, role)
+    ranker = ranker or BlendRanker(weights or {r: 1.0 for r, role in roles.items() if role == "retriever"})
+    missing = [s for s in getattr(ranker, "needs", ()) if s not in stages]
+    if missing: raise ValueError(f"the ranker needs stages {missing}, which the bundle does not have")
+    stages["ranker"] = _write_stage(tmp, "ranker", ranker, "ranker")
     write_manifest(tmp, {"name": "musicml-recommendations", "version": version, "created": now.isoformat(),
                          "created_ts": now.timestamp(), "stages": stages, "data": data or {},
                          "n_users": int(train.n_users), "n_items": int(train.n_items)})
@@ -131,6 +144,71 @@ def build_lastfm_artifacts(out: Path,                 # models directory
     return build_artifacts(x, out, item_names=item_names, tags=artist_tag_matrix(d, x.item_ids),
                            data={"dataset": "lastfm-2k", "path": str(d.path)}, **kw)
 
+# %% ../../nbs/73_serve.registry.ipynb #a23becaa
+def trained_stages(x: Interactions,        # the bundle's interactions (its user and artist id maps)
+                   ranker,                 # fitted `RankerRecommender` whose retriever is a `TwoTowerRecommender`
+                   sasrec=None,            # fitted `SASRecRecommender` (optional)
+                   sequences: Interactions | None = None,  # dated events over SASRec's id maps: the stored sequences
+                  ) -> tuple[dict, DCNRankerStage]:
+    "`({name: (stage, role)}, ranking stage)` for trained models."
+    if ranker.n_items_ != x.n_items or ranker.n_users_ != x.n_users:
+        raise ValueError(f"the ranker was trained on {ranker.n_users_} users x {ranker.n_items_} artists; the bundle has {x.n_users} x {x.n_items}")
+    stages = {"two_tower": (TwoTowerRetriever.from_model(ranker.retriever), "retriever")}
+    feats = []
+    for fm in ranker.feature_models:
+        if not isinstance(fm, EASE): raise ValueError(f"feature model {type(fm).__name__} has no serving stage (EASE has)")
+        stages["ease"] = (EASERetriever.from_model(fm), "feature"); feats.append("ease")
+    if sasrec is not None:
+        if sequences is None or sequences.n_items != sasrec.n_items_:
+            raise ValueError("SASRec needs `sequences` over its own id maps (the dated events it was trained on)")
+        def match(ours, theirs):                                 # position of each raw id of `theirs` in `ours`, -1 if absent
+            pos = np.searchsorted(ours, theirs).clip(max=len(ours) - 1)
+            return np.where(ours[pos] == theirs, pos, -1)
+        to_bundle, bu = match(x.item_ids, sequences.item_ids), match(x.user_ids, sequences.user_ids)
+        sq = sequences.sequences(); lens = np.diff(sq.offsets)
+        n = np.zeros(x.n_users, np.int64); n[bu[bu >= 0]] = lens[bu >= 0]
+        offsets = np.concatenate([[0], np.cumsum(n)])
+        items = sq.items[np.repeat(bu >= 0, lens)]               # id maps are sorted, so users keep their order
+        stages["sasrec"] = (SASRecRetriever(sasrec.net_, to_bundle, offsets, items, x.n_items), "retriever")
+    return stages, DCNRankerStage.from_model(ranker, "two_tower", tuple(feats))
+
+def build_trained_artifacts(out: Path,                  # models directory
+                            ranker_dir: Path,           # `musicml train --model ranker` artifact (holds its two-tower)
+                            sasrec_dir: Path | None = None,  # `musicml train --model sasrec` artifact
+                            data_dir: str | None = None,     # Last.fm 2K folder (default: $MUSICML_DATA)
+                            version: str | None = None) -> Path:
+    "A serving bundle of the trained two-tower, SASRec and DCN ranker on Last.fm 2K (plus ItemKNN for /similar)."
+    from musicml.data.interactions import artist_tag_matrix, lastfm_plays, lastfm_tag_sequences
+    from musicml.data.lastfm import load_lastfm
+    from musicml.data.splits import leave_one_out, random_split
+    from musicml.models.ranker import load_ranker
+    from musicml.models.sasrec import load_sasrec
+    from musicml.models.two_tower import item_tag_matrix
+    from musicml.train.checkpoint import verify_manifest
+    d = load_lastfm(data_dir); x = lastfm_plays(d)
+    def checked(a, model):
+        m = verify_manifest(a)                                   # every file against its sha256
+        if m.get("model") != model: raise ArtifactError(f"{Path(a) / 'manifest.json'}: model is {m.get('model')!r}, expected {model!r}")
+        return {"dir": str(a), "recipe": m.get("recipe"), "created": m.get("created"), "manifest_sha256": sha256_file(Path(a) / "manifest.json")}
+    prov = {"ranker": checked(ranker_dir, "ranker")}
+    split = random_split(x, seed=0)                              # the split `musicml train --model ranker` trains on
+    want = json.loads((Path(ranker_dir) / "manifest.json").read_text()).get("split")
+    got = json.loads(json.dumps(split.summary(), default=str))
+    if want is not None and want != got:
+        raise ArtifactError(f"{ranker_dir}: trained on split {want}, but this data gives {got}")
+    tags, n_tags = item_tag_matrix(d.tag_assignments, split.train.item_ids)
+    rk, _ = load_ranker(ranker_dir, split=split, item_tags=tags, n_tags=n_tags)
+    sas = seqs = None
+    if sasrec_dir is not None:
+        prov["sasrec"] = checked(sasrec_dir, "sasrec")
+        seqs = lastfm_tag_sequences(d)
+        sas = load_sasrec(sasrec_dir, leave_one_out(seqs).train)
+    stages, ranker = trained_stages(x, rk, sas, seqs)
+    names = dict(zip(d.artists["artist_id"].tolist(), d.artists["name"].tolist()))
+    return build_artifacts(x, out, (), item_names=np.array([str(names.get(int(i), "")) for i in x.item_ids]),
+                           tags=artist_tag_matrix(d, x.item_ids), version=version, extra_stages=stages, ranker=ranker,
+                           features=("itemknn",), data={"dataset": "lastfm-2k", "path": str(d.path), "artifacts": prov})
+
 # %% ../../nbs/73_serve.registry.ipynb #4ee01333
 @dataclass(eq=False)
 class Bundle:
@@ -145,6 +223,7 @@ class Bundle:
     ranker: object
     names: np.ndarray | None = None
     tag_vecs: np.ndarray | None = None
+    features: dict = field(default_factory=dict)    # stages that score candidates without proposing them
     item_index: dict = field(default_factory=dict)
     user_index: dict = field(default_factory=dict)
     pop_order: np.ndarray | None = None
@@ -153,6 +232,10 @@ class Bundle:
         self.item_index = {int(a): i for i, a in enumerate(self.item_ids.tolist())}
         self.user_index = {int(u): i for i, u in enumerate(self.user_ids.tolist())}
         self.pop_order = np.argsort(-self.popularity, kind="stable").astype(np.int32)
+    @property
+    def stages(self) -> dict:
+        "Every scoring stage by name: retrievers and feature stages."
+        return {**self.retrievers, **self.features}
     @property
     def version(self) -> str: return self.manifest["version"]
     @property
@@ -163,35 +246,68 @@ def load_bundle(d: Path) -> Bundle:
     "Verify `d` against its manifest, then load its arrays (no pickle) into a `Bundle`."
     m = verify_artifact(d); d = Path(d)
     cat = load_arrays(d / "catalog.npz")
-    stages, ranker = {}, None
+    stages, features, ranker = {}, {}, None
     for name, s in m["stages"].items():
         if s["kind"] not in STAGES: raise ArtifactError(f"{d}: stage {name!r} has unknown kind {s['kind']!r}")
         arrays = load_arrays(d / s["file"]) if s.get("file") else {}
         try: obj = STAGES[s["kind"]].from_state(arrays, s["config"])
         except (KeyError, TypeError, ValueError) as e: raise ArtifactError(f"{d}: stage {name!r} cannot load: {e!r}") from None
         if s["role"] == "ranker": ranker = obj
+        elif s["role"] == "feature": features[name] = obj
         else: stages[name] = obj
     if ranker is None: raise ArtifactError(f"{d}: manifest has no ranker stage")
+    if not stages: raise ArtifactError(f"{d}: manifest has no retriever stage")
+    missing = [s for s in getattr(ranker, "needs", ()) if s not in stages and s not in features]
+    if missing: raise ArtifactError(f"{d}: the ranker needs stages {missing}, which the manifest does not list")
     return Bundle(d, m, cat["item_ids"], cat["user_ids"], cat["seen"], cat["popularity"], stages, ranker,
-                  cat.get("names"), cat.get("tag_vecs"))
+                  cat.get("names"), cat.get("tag_vecs"), features)
 
 # %% ../../nbs/73_serve.registry.ipynb #0d4ee4c0
+def _synthetic(n_users, n_items, n_interactions, seed):
+    "A synthetic log with one row per (user, artist), its item x tag matrix, tag tokens and artist names."
+    from musicml.data.synthetic import SyntheticConfig, item_metadata, to_interactions
+    cfg = SyntheticConfig(n_users=n_users, n_items=n_items, n_genres=max(2, n_items // 100), n_interactions=n_interactions, seed=seed)
+    raw, t = to_interactions(cfg), item_metadata(cfg)["tags"]
+    c = raw.csr(binary=False).tocoo()                            # plays summed per (user, artist), like Last.fm's
+    x = Interactions(c.row.astype(np.int32), c.col.astype(np.int32), c.data.astype(np.float32), None, raw.user_ids, raw.item_ids)
+    tags = sp.csr_matrix((np.ones(t.size, np.float32), (np.repeat(np.arange(n_items), t.shape[1]), t.ravel())),
+                         shape=(n_items, int(t.max()) + 1))
+    return raw, x, tags, t.astype(np.int64) + 1, np.array([f"artist {i}" for i in x.item_ids])
+
 def build_synthetic_artifacts(out: Path,            # models directory
                               version: str | None = None,
                               n_users: int = 300, n_items: int = 1000, n_interactions: int = 15_000, seed: int = 0,
                               retrievers=("itemknn", "als")) -> Path:
     "`build_artifacts` on a small synthetic listening log with genre tags (fast)."
-    from musicml.data.synthetic import SyntheticConfig, item_metadata, to_interactions
-    cfg = SyntheticConfig(n_users=n_users, n_items=n_items, n_genres=max(2, n_items // 100), n_interactions=n_interactions, seed=seed)
-    x, meta = to_interactions(cfg), item_metadata(cfg)
-    t = meta["tags"]
-    tags = sp.csr_matrix((np.ones(t.size, np.float32), (np.repeat(np.arange(n_items), t.shape[1]), t.ravel())),
-                         shape=(n_items, int(t.max()) + 1))
-    names = np.array([f"artist {i}" for i in x.item_ids])
+    _, x, tags, _, names = _synthetic(n_users, n_items, n_interactions, seed)
     return build_artifacts(x, out, retrievers, item_names=names, tags=tags, version=version,
                            params={"als": {"factors": 16, "iterations": 5}, "itemknn": {"k": 50, "shrink": 10.0}},
                            data={"dataset": "synthetic", "config": {"n_users": n_users, "n_items": n_items,
                                                                     "n_interactions": n_interactions, "seed": seed}})
+
+def build_synthetic_trained_artifacts(out: Path, version: str | None = None, n_users: int = 300, n_items: int = 1000,
+                                      n_interactions: int = 15_000, seed: int = 0, epochs: int = 3) -> Path:
+    "A bundle of small trained models (two-tower, SASRec, DCN ranker with the EASE feature) on a synthetic log."
+    import torch
+    from musicml.data.splits import leave_one_out, random_split
+    from musicml.models.ranker import RankerRecommender
+    from musicml.models.sasrec import SASRecRecommender
+    from musicml.models.two_tower import TwoTowerRecommender
+    from musicml.train.core import TrainConfig
+    raw, x, tags, tok, names = _synthetic(n_users, n_items, n_interactions, seed)
+    tok, n_tags, split = torch.from_numpy(tok), int(tok.max()), random_split(x, seed=seed)
+    cfg = lambda **kw: TrainConfig(max_epochs=epochs, seed=seed, **kw)
+    tt = TwoTowerRecommender(tok, n_tags, dim=16, train=cfg(loss="in_batch", logq=True, batch_size=256)).fit(split.train, split.valid)
+    rk = RankerRecommender(tt, tok, n_tags, n_candidates=50, dim=8, feature_models=(EASE(l2=10.0).fit(split.train),),
+                           train=cfg(loss="listwise", batch_size=32)).fit(split.train, split.valid)
+    seq = raw.first_occurrences(); loo = leave_one_out(seq)
+    sas = SASRecRecommender(max_len=20, dim=16, heads=2, layers=1,
+                            train=cfg(loss="sampled", n_negatives=128, batch_size=128)).fit(loo.train, loo.valid)
+    stages, ranker = trained_stages(x, rk, sas, seq)
+    return build_artifacts(x, out, (), item_names=names, tags=tags, version=version, extra_stages=stages, ranker=ranker,
+                           features=("itemknn",), params={"itemknn": {"k": 50, "shrink": 10.0}},
+                           data={"dataset": "synthetic", "trained": True, "config": {"n_users": n_users, "n_items": n_items,
+                                 "n_interactions": n_interactions, "seed": seed, "epochs": epochs}})
 
 # %% ../../nbs/73_serve.registry.ipynb #6111d181
 class ModelRegistry:

@@ -1,4 +1,4 @@
-"""Pipeline stages that serve from plain arrays: retrievers (ItemKNN, ALS/two-tower embeddings over FAISS, EASE), the blend ranker and tag-based MMR, each saved as `.npz` + JSON config (never pickle).
+"""Pipeline stages that serve from plain arrays: retrievers (ItemKNN, ALS embeddings over FAISS, EASE), the blend ranker and tag-based MMR, each saved as `.npz` (or `.safetensors` for network weights) + JSON config (never pickle).
 
 Docs: https://musicml.github.io/musicml/serve.stages.html.md"""
 
@@ -19,15 +19,20 @@ from ..models.baselines import ALS, EASE, ItemKNN, _topk_per_row, reweight
 
 # %% auto #0
 __all__ = ['STAGES', 'ArtifactError', 'save_arrays', 'load_arrays', 'stack_rows', 'Retriever', 'ItemKNNRetriever',
-           'EmbeddingRetriever', 'EASERetriever', 'BlendRanker', 'tag_vectors', 'mmr']
+           'EmbeddingRetriever', 'EASERetriever', 'BlendRanker', 'tag_vectors', 'mmr', 'register_stage']
 
 # %% ../../nbs/72_serve.stages.ipynb #6f70536d
 class ArtifactError(Exception):
     "An artifact that is missing, malformed, tampered with or truncated."
 
-def save_arrays(path: Path,  # destination `.npz`
+def save_arrays(path: Path,  # destination `.npz` (or `.safetensors`: dense numeric arrays only)
                 **arrays):
-    "Write numeric/str arrays (and CSR matrices, as their parts) to an uncompressed `.npz`."
+    "Write numeric/str arrays (and CSR matrices, as their parts) to an uncompressed `.npz`, or dense arrays to safetensors."
+    if Path(path).suffix == ".safetensors":
+        from safetensors.numpy import save_file
+        bad = [k for k, v in arrays.items() if sp.issparse(v) or np.asarray(v).dtype.kind not in "biuf"]
+        if bad: raise ArtifactError(f"{path}: safetensors holds dense numeric arrays only; not {bad}")
+        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(path)); return
     out = {}
     for k, v in arrays.items():
         if sp.issparse(v):
@@ -40,7 +45,12 @@ def save_arrays(path: Path,  # destination `.npz`
     np.savez(path, **out)
 
 def load_arrays(path: Path) -> dict:
-    "Read an `.npz` written by `save_arrays` without unpickling; CSR parts are reassembled."
+    "Read an `.npz` written by `save_arrays` without unpickling (CSR parts are reassembled), or a `.safetensors` file."
+    if Path(path).suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.numpy import load_file
+        try: return load_file(str(path))
+        except (OSError, SafetensorError) as e: raise ArtifactError(f"{path}: cannot read arrays ({type(e).__name__}: {e})") from None
     try:
         with np.load(path, allow_pickle=False) as z: raw = {k: z[k] for k in z.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
@@ -179,7 +189,8 @@ class EASERetriever(Retriever):
     "EASE from the users-side solve: scores any history row without the items x items matrix."
     kind = "ease"
     def __init__(self, x: sp.csr_matrix, xp: np.ndarray, inv_diag: np.ndarray, l2: float, weighting: str = "binary"):
-        self.x, self.xp = sp.csr_matrix(x, dtype=np.float32), np.asarray(xp, np.float32)
+        self.x = sp.csr_matrix(x, dtype=np.float32)
+        self.xpt = np.ascontiguousarray(np.asarray(xp, np.float32).T)   # [items, users]: candidate columns are rows
         self.xt = self.x.T.tocsr()
         self.inv_diag, self.l2, self.weighting = np.asarray(inv_diag, np.float32), l2, weighting
     @classmethod
@@ -188,9 +199,18 @@ class EASERetriever(Retriever):
         return cls(m.x_, m.xp_, m.inv_diag_, m.l2, m.weighting)
     def scores(self, hist, users):
         h = reweight(hist, self.weighting)
-        xp = (h.toarray() - np.asarray((h @ self.xt) @ self.xp)) / self.l2
+        xp = (h.toarray() - (h @ self.xt).toarray() @ self.xpt.T) / self.l2   # dense [b, users] @ [users, items]: one GEMM
         return h.toarray() - xp * self.inv_diag
-    def state(self): return {"x": self.x, "xp": self.xp, "inv_diag": self.inv_diag}, {"l2": self.l2, "weighting": self.weighting}
+    def score_items(self, hist, users, items, memo=None):
+        "Scores of candidates `items` [b, m] only: one row of `XPᵀ` per candidate."
+        h = reweight(hist, self.weighting); it = np.maximum(items, 0)
+        hx = np.asarray((h @ self.xt).todense(), np.float32)             # [b, users]
+        hj = np.take_along_axis(h.toarray(), it, axis=1)                 # [b, m] the candidates' own history entries
+        xp = (hj - np.matmul(self.xpt[it], hx[:, :, None])[..., 0]) / self.l2   # [b, m, users] @ [b, users, 1] -> [b, m]
+        out = hj - xp * self.inv_diag[it]
+        out[items < 0] = 0
+        return out.astype(np.float32)
+    def state(self): return {"x": self.x, "xp": self.xpt.T, "inv_diag": self.inv_diag}, {"l2": self.l2, "weighting": self.weighting}
     @classmethod
     def from_state(cls, arrays, config): return cls(arrays["x"], arrays["xp"], arrays["inv_diag"], **config)
 
@@ -252,3 +272,8 @@ def mmr(items: np.ndarray,      # candidate item indices, best first
 
 # %% ../../nbs/72_serve.stages.ipynb #221058f5
 STAGES = {c.kind: c for c in (ItemKNNRetriever, EmbeddingRetriever, EASERetriever, BlendRanker)}
+
+def register_stage(cls):
+    "Make stage class `cls` loadable by its `kind` (a class decorator)."
+    STAGES[cls.kind] = cls
+    return cls
