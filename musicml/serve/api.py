@@ -95,8 +95,8 @@ class SimilarResponseV1(_Served):
     items: list[ArtistV1]
 
 # %% ../../nbs/76_serve.api.ipynb #c3328508
-def get_pipeline(request: Request) -> Pipeline:
-    "The app's pipeline, or 503 while no model bundle is loaded."
+async def get_pipeline(request: Request) -> Pipeline:
+    "The app's pipeline, or 503 while no model bundle is loaded (async: FastAPI runs a sync dependency in a thread pool)."
     p = getattr(request.app.state, "pipeline", None)
     if p is None or p.registry.current is None: raise HTTPException(503, "no model bundle loaded yet; retry shortly")
     return p

@@ -22,7 +22,7 @@ from .stages import mmr, stack_rows
 log = get_logger("musicml.serve.pipeline")
 
 # %% auto #0
-__all__ = ['log', 'Query', 'make_query', 'retrieve_batch', 'rank_batch', 'StageFault', 'Recommendations', 'Pipeline',
+__all__ = ['log', 'Query', 'make_query', 'rrf_fuse', 'retrieve_batch', 'rank_batch', 'StageFault', 'Recommendations', 'Pipeline',
            'postprocess', 'recommend', 'rank', 'similar']
 
 # %% ../../nbs/75_serve.pipeline.ipynb #44313c0f
@@ -60,6 +60,28 @@ def _groups(items, key=lambda it: it[0].bundle):
     for i, it in enumerate(items): g.setdefault(id(key(it)), []).append(i)
     return g.values()
 
+def rrf_fuse(lists: list,            # per retriever: (items [b, n_r] int, best first, -1 = none, scores)
+             hist: sp.csr_matrix,    # [b, n_items] the queries' histories
+             drop_seen: np.ndarray,  # [b] bool: leave out items in the history
+             n: np.ndarray,          # [b] candidates to keep per query
+             k: int = 60) -> list[tuple[np.ndarray, np.ndarray]]:
+    "Reciprocal-rank fusion `Σ 1/(k + rank)` of ranked lists, every query of the batch at once: (items, scores) best first."
+    b, N = hist.shape
+    C = np.concatenate([l[0] for l in lists], 1).astype(np.int64)                        # [b, T]
+    W = np.concatenate([np.broadcast_to(1.0 / (k + np.arange(l[0].shape[1])), l[0].shape) for l in lists], 1)
+    if drop_seen.any():
+        seen = np.zeros((b, N), bool); seen[np.repeat(np.arange(b), np.diff(hist.indptr)), hist.indices] = True
+        C = np.where(drop_seen[:, None] & seen[np.arange(b)[:, None], np.maximum(C, 0)], -1, C)
+    ok = C >= 0
+    uk, inv = np.unique(np.nonzero(ok)[0] * N + C[ok], return_inverse=True)              # one key per (query, item)
+    score = np.bincount(inv, weights=W[ok], minlength=len(uk))
+    row, item = uk // N, uk % N
+    o = np.lexsort((item, -score, row))                                                   # per query: best first, ties by item
+    row, item, score = row[o], item[o], score[o]
+    start = np.searchsorted(row, np.arange(b + 1))
+    return [(item[s:min(s + m, e)].astype(np.int32), score[s:min(s + m, e)].astype(np.float32))
+            for s, e, m in zip(start[:-1], start[1:], n)]
+
 def retrieve_batch(items: list[tuple[Query, int, bool]]  # (query, n candidates, drop seen)
                   ) -> list[tuple[np.ndarray, np.ndarray]]:
     "Fused candidates (item indices, RRF scores; best first) per query."
@@ -70,15 +92,8 @@ def retrieve_batch(items: list[tuple[Query, int, bool]]  # (query, n candidates,
         n = max(items[i][1] for i in ix); extra = int(np.diff(hist.indptr).max())
         memo = [q.memo for q in qs]
         lists = [r.retrieve(hist, users, min(n + extra, len(b.item_ids)), memo) for r in b.retrievers.values()]
-        for row, i in enumerate(ix):
-            c = np.concatenate([l[0][row] for l in lists])
-            rank = np.concatenate([np.arange(l[0].shape[1]) for l in lists])
-            keep = c >= 0
-            if items[i][2]: keep &= ~np.isin(c, qs[row].hist_items)
-            uniq, inv = np.unique(c[keep], return_inverse=True)
-            rrf = np.bincount(inv, weights=1.0 / (60 + rank[keep]), minlength=len(uniq))
-            order = np.argsort(-rrf, kind="stable")[:items[i][1]]
-            out[i] = (uniq[order].astype(np.int32), rrf[order].astype(np.float32))
+        fused = rrf_fuse(lists, hist, np.array([items[i][2] for i in ix]), np.array([items[i][1] for i in ix]))
+        for i, f in zip(ix, fused): out[i] = f
     return out
 
 def rank_batch(items: list[tuple[Query, np.ndarray]]  # (query, candidate item indices)

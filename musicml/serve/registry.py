@@ -78,11 +78,13 @@ def _fit_baseline(name: str, train: Interactions, p: dict):
             "als": lambda: EmbeddingRetriever.from_model(ALS(**p["als"]).fit(train)),
             "ease": lambda: EASERetriever.from_model(EASE(**p["ease"]).fit(train))}[name]()
 
-def _write_stage(tmp: Path, name: str, stage, role: str) -> dict:
+def _write_stage(tmp: Path, name: str, stage, role: str, export: bool = True) -> dict:
     if stage.kind not in STAGES: raise ValueError(f"stage {name!r} has unknown kind {stage.kind!r}; register it in STAGES")
     arrays, config = stage.state()
     file = f"{name}{getattr(stage, 'file_suffix', '.npz')}" if arrays else None
     if file: save_arrays(tmp / file, **arrays)
+    if export and hasattr(stage, "export_runtime"):             # trained networks: an ONNX graph next to the weights
+        config = {**config, **stage.export_runtime(tmp, name)}
     return {"kind": stage.kind, "role": role, "file": file, "config": config}
 
 def build_artifacts(train: Interactions,                # training interactions (weights = plays)
@@ -97,6 +99,7 @@ def build_artifacts(train: Interactions,                # training interactions 
                     extra_stages: dict | None = None,   # name -> ready stage, or (stage, role) with role retriever|feature
                     ranker=None,                        # a ranking stage (default: `BlendRanker` over all retrievers)
                     features=(),                        # baselines fitted on `train` that only score (ranker features, /similar)
+                    export: bool = True,                # export trained networks to ONNX (served by ONNX Runtime)
                    ) -> Path:
     "Fit the chosen baselines on `train`, add the ready stages, and write a verified serving bundle; returns its directory."
     bad = [r for r in (*retrievers, *features) if r not in BASELINES]
@@ -120,11 +123,11 @@ def build_artifacts(train: Interactions,                # training interactions 
         t = time.perf_counter()
         stages[r] = {**_write_stage(tmp, r, _fit_baseline(r, train, p), roles[r]), "params": p[r], "fit_s": round(time.perf_counter() - t, 3)}
     for name, (stage, role) in extra.items():
-        stages[name] = _write_stage(tmp, name, stage, role)
+        stages[name] = _write_stage(tmp, name, stage, role, export)
     ranker = ranker or BlendRanker(weights or {r: 1.0 for r, role in roles.items() if role == "retriever"})
     missing = [s for s in getattr(ranker, "needs", ()) if s not in stages]
     if missing: raise ValueError(f"the ranker needs stages {missing}, which the bundle does not have")
-    stages["ranker"] = _write_stage(tmp, "ranker", ranker, "ranker")
+    stages["ranker"] = _write_stage(tmp, "ranker", ranker, "ranker", export)
     write_manifest(tmp, {"name": "musicml-recommendations", "version": version, "created": now.isoformat(),
                          "created_ts": now.timestamp(), "stages": stages, "data": data or {},
                          "n_users": int(train.n_users), "n_items": int(train.n_items)})
@@ -176,7 +179,8 @@ def build_trained_artifacts(out: Path,                  # models directory
                             ranker_dir: Path,           # `musicml train --model ranker` artifact (holds its two-tower)
                             sasrec_dir: Path | None = None,  # `musicml train --model sasrec` artifact
                             data_dir: str | None = None,     # Last.fm 2K folder (default: $MUSICML_DATA)
-                            version: str | None = None) -> Path:
+                            version: str | None = None,
+                            export: bool = True) -> Path:    # serve the networks with ONNX Runtime (else torch eager)
     "A serving bundle of the trained two-tower, SASRec and DCN ranker on Last.fm 2K (plus ItemKNN for /similar)."
     from musicml.data.interactions import artist_tag_matrix, lastfm_plays, lastfm_tag_sequences
     from musicml.data.lastfm import load_lastfm
@@ -207,7 +211,7 @@ def build_trained_artifacts(out: Path,                  # models directory
     names = dict(zip(d.artists["artist_id"].tolist(), d.artists["name"].tolist()))
     return build_artifacts(x, out, (), item_names=np.array([str(names.get(int(i), "")) for i in x.item_ids]),
                            tags=artist_tag_matrix(d, x.item_ids), version=version, extra_stages=stages, ranker=ranker,
-                           features=("itemknn",), data={"dataset": "lastfm-2k", "path": str(d.path), "artifacts": prov})
+                           features=("itemknn",), export=export, data={"dataset": "lastfm-2k", "path": str(d.path), "artifacts": prov})
 
 # %% ../../nbs/73_serve.registry.ipynb #4ee01333
 @dataclass(eq=False)
@@ -252,6 +256,7 @@ def load_bundle(d: Path) -> Bundle:
         arrays = load_arrays(d / s["file"]) if s.get("file") else {}
         try: obj = STAGES[s["kind"]].from_state(arrays, s["config"])
         except (KeyError, TypeError, ValueError) as e: raise ArtifactError(f"{d}: stage {name!r} cannot load: {e!r}") from None
+        if hasattr(obj, "attach"): obj.attach(d)                 # its ONNX graph, checked against the weights
         if s["role"] == "ranker": ranker = obj
         elif s["role"] == "feature": features[name] = obj
         else: stages[name] = obj
@@ -286,7 +291,7 @@ def build_synthetic_artifacts(out: Path,            # models directory
                                                                     "n_interactions": n_interactions, "seed": seed}})
 
 def build_synthetic_trained_artifacts(out: Path, version: str | None = None, n_users: int = 300, n_items: int = 1000,
-                                      n_interactions: int = 15_000, seed: int = 0, epochs: int = 3) -> Path:
+                                      n_interactions: int = 15_000, seed: int = 0, epochs: int = 3, export: bool = True) -> Path:
     "A bundle of small trained models (two-tower, SASRec, DCN ranker with the EASE feature) on a synthetic log."
     import torch
     from musicml.data.splits import leave_one_out, random_split
@@ -305,7 +310,7 @@ def build_synthetic_trained_artifacts(out: Path, version: str | None = None, n_u
                             train=cfg(loss="sampled", n_negatives=128, batch_size=128)).fit(loo.train, loo.valid)
     stages, ranker = trained_stages(x, rk, sas, seq)
     return build_artifacts(x, out, (), item_names=names, tags=tags, version=version, extra_stages=stages, ranker=ranker,
-                           features=("itemknn",), params={"itemknn": {"k": 50, "shrink": 10.0}},
+                           features=("itemknn",), params={"itemknn": {"k": 50, "shrink": 10.0}}, export=export,
                            data={"dataset": "synthetic", "trained": True, "config": {"n_users": n_users, "n_items": n_items,
                                  "n_interactions": n_interactions, "seed": seed, "epochs": epochs}})
 
