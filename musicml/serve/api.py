@@ -12,6 +12,7 @@ import time
 from typing import Annotated, Literal
 
 import numpy as np
+import orjson
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -111,8 +112,8 @@ def _artists(b: Bundle, items, scores, sources) -> list[dict]:
             for i, (a, n, s, src) in enumerate(zip(ids, names, np.nan_to_num(scores, neginf=-1e9).tolist(), sources))]
 
 def _json(body: dict) -> Response:
-    "The body as JSON without a second validation pass (the schemas are checked by tests and the contract)."
-    return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
+    "The body as JSON (orjson: a fifth of `json.dumps`' time) without a second validation pass (tests and the contract check the schemas)."
+    return Response(orjson.dumps(body), media_type="application/json")
 
 def _served(b: Bundle, t: float) -> dict:
     return dict(request_id=request_id.get() or "", model_version=b.version, models=b.stage_versions,

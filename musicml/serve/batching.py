@@ -57,8 +57,9 @@ class MicroBatcher:
     async def _worker(self):
         loop = asyncio.get_running_loop()
         while True:
+            waited = self._q.empty()                           # idle: the first item will come alone
             batch = [await self._q.get()]
-            if self.max_batch > 1 and self.max_wait > 0 and self._q.qsize() + 1 < self.max_batch:
+            if waited and self.max_batch > 1 and self.max_wait > 0 and self._q.qsize() + 1 < self.max_batch:
                 await asyncio.sleep(self.max_wait)
             while len(batch) < self.max_batch and not self._q.empty(): batch.append(self._q.get_nowait())
             batch = [(x, f) for x, f in batch if not f.done()]   # callers that already gave up

@@ -25,7 +25,10 @@ def serve_cmd(args) -> int:
     if args.no_batching: over["batching"] = False
     s = ServeSettings(**over)
     json_logging(s.log_level)
-    uvicorn.run(create_app(s), host=s.host, port=s.port, log_config=None, access_log=False, log_level="warning")
+    # no X-Forwarded-* rewriting (the service binds a private address; the front proxy owns those headers), no Server/Date
+    # headers: three fewer steps per request
+    uvicorn.run(create_app(s), host=s.host, port=s.port, log_config=None, access_log=False, log_level="warning",
+                proxy_headers=False, server_header=False, date_header=False)
     return 0
 
 def build_cmd(args) -> int:

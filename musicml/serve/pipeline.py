@@ -17,13 +17,13 @@ import scipy.sparse as sp
 from ..core import get_logger
 from .batching import MicroBatcher
 from .registry import Bundle, ModelRegistry
-from .stages import mmr, stack_rows
+from .stages import mmr
 
 log = get_logger("musicml.serve.pipeline")
 
 # %% auto #0
-__all__ = ['log', 'Query', 'make_query', 'rrf_fuse', 'retrieve_batch', 'rank_batch', 'StageFault', 'Recommendations', 'Pipeline',
-           'postprocess', 'recommend', 'rank', 'similar']
+__all__ = ['log', 'Query', 'stack_queries', 'make_query', 'rrf_fuse', 'retrieve_batch', 'rank_batch', 'StageFault',
+           'Recommendations', 'Job', 'Pipeline', 'postprocess', 'recommend', 'rank', 'similar']
 
 # %% ../../nbs/75_serve.pipeline.ipynb #44313c0f
 @dataclass
@@ -31,28 +31,42 @@ class Query:
     "A request resolved against a bundle."
     bundle: Bundle
     user: int                 # user index, -1 when the history does not come from a known user
-    hist: sp.csr_matrix       # [1, n_items] play counts
+    hist_items: np.ndarray    # history: item indices (sorted)
+    hist_plays: np.ndarray    # and their play counts
     unknown_artist_ids: list = field(default_factory=list)
     memo: dict = field(default_factory=dict, repr=False)   # per-stage work retrieval did for this query, reused by ranking;
                                                            # "recent": the request's known artists in order (sequence models)
     @property
-    def hist_items(self) -> np.ndarray: return self.hist.indices
+    def hist(self) -> sp.csr_matrix:
+        "The history as a `[1, n_items]` CSR row (batches are stacked straight from the arrays: `stack_queries`)."
+        return sp.csr_matrix((self.hist_plays, self.hist_items, np.array([0, len(self.hist_items)])), shape=(1, len(self.bundle.item_ids)))
     @property
-    def cold(self) -> bool: return self.hist.nnz == 0
+    def cold(self) -> bool: return len(self.hist_items) == 0
+
+def stack_queries(qs: list[Query]) -> sp.csr_matrix:
+    "The queries' histories as one `[b, n_items]` CSR matrix (one scipy object per batch, reused by its ranking)."
+    key = tuple(map(id, qs)); hit = qs[0].memo.get("_stacked")
+    if hit is not None and hit[0] == key: return hit[1]
+    indptr = np.zeros(len(qs) + 1, np.int64); np.cumsum([len(q.hist_items) for q in qs], out=indptr[1:])
+    h = sp.csr_matrix((np.concatenate([q.hist_plays for q in qs]).astype(np.float32, copy=False),
+                       np.concatenate([q.hist_items for q in qs]).astype(np.int32, copy=False), indptr),
+                      shape=(len(qs), len(qs[0].bundle.item_ids)))
+    qs[0].memo["_stacked"] = (key, h)
+    return h
+
+_EMPTY_I, _EMPTY_F = np.zeros(0, np.int32), np.zeros(0, np.float32)
 
 def make_query(b: Bundle, user_id: int | None = None, recent_artist_ids: list[int] | None = None) -> Query:
-    "Resolve a user id and/or recent artist ids against bundle `b`."
-    n = len(b.item_ids)
+    "Resolve a user id and/or recent artist ids against bundle `b` (plain arrays: no scipy object per request)."
     if recent_artist_ids:
         idx = [b.item_index.get(int(a), -1) for a in recent_artist_ids]
-        known = sorted({i for i in idx if i >= 0})
-        h = sp.csr_matrix((np.ones(len(known), np.float32), (np.zeros(len(known), int), known)), shape=(1, n))
         seq = np.array([i for i in idx if i >= 0], np.int64)
-        return Query(b, -1, h, [a for a, i in zip(recent_artist_ids, idx) if i < 0], {"recent": seq})
+        known = np.unique(seq).astype(np.int32)
+        return Query(b, -1, known, np.ones(len(known), np.float32), [a for a, i in zip(recent_artist_ids, idx) if i < 0], {"recent": seq})
     u = b.user_index.get(int(user_id), -1) if user_id is not None else -1
-    if u < 0: return Query(b, -1, sp.csr_matrix((1, n), dtype=np.float32))
-    lo, hi = b.seen.indptr[u], b.seen.indptr[u + 1]                      # row slice without scipy's fancy indexing
-    return Query(b, u, sp.csr_matrix((b.seen.data[lo:hi], b.seen.indices[lo:hi], np.array([0, hi - lo])), shape=(1, n)))
+    if u < 0: return Query(b, -1, _EMPTY_I, _EMPTY_F)
+    lo, hi = b.seen.indptr[u], b.seen.indptr[u + 1]                      # the user's row: views, no copy
+    return Query(b, u, b.seen.indices[lo:hi], b.seen.data[lo:hi])
 
 # %% ../../nbs/75_serve.pipeline.ipynb #ca3244ea
 def _groups(items, key=lambda it: it[0].bundle):
@@ -88,7 +102,7 @@ def retrieve_batch(items: list[tuple[Query, int, bool]]  # (query, n candidates,
     out = [None] * len(items)
     for ix in _groups(items):
         qs = [items[i][0] for i in ix]; b = qs[0].bundle
-        hist, users = stack_rows([q.hist for q in qs]), np.array([q.user for q in qs])
+        hist, users = stack_queries(qs), np.array([q.user for q in qs])
         n = max(items[i][1] for i in ix); extra = int(np.diff(hist.indptr).max())
         memo = [q.memo for q in qs]
         lists = [r.retrieve(hist, users, min(n + extra, len(b.item_ids)), memo) for r in b.retrievers.values()]
@@ -105,7 +119,7 @@ def rank_batch(items: list[tuple[Query, np.ndarray]]  # (query, candidate item i
         m = max(len(items[i][1]) for i in ix)
         cand = np.full((len(ix), max(m, 1)), -1, np.int32)
         for row, i in enumerate(ix): cand[row, :len(items[i][1])] = items[i][1]
-        s = b.ranker.rank(b.stages, b.popularity, stack_rows([q.hist for q in qs]),
+        s = b.ranker.rank(b.stages, b.popularity, stack_queries(qs),
                           np.array([q.user for q in qs]), cand, [q.memo for q in qs])
         for row, i in enumerate(ix): out[i] = s[row, :len(items[i][1])]
     return out
@@ -123,6 +137,15 @@ class Recommendations:
     path: str                       # personalized, cold_start or fallback
     degraded: list = field(default_factory=list)   # "stage:reason" for every fallback taken
 
+@dataclass(eq=False)
+class Job:
+    "One request's work on the model thread: retrieve (when `candidates` is None) then rank."
+    query: Query
+    n: int = 0                                # candidates to retrieve
+    drop_seen: bool = True
+    candidates: np.ndarray | None = None      # given candidates (`/v1/rank`): ranking only
+    retrieved: asyncio.Future | None = None   # set with (items, scores) as soon as the batch is retrieved
+
 class Pipeline:
     "Retrieval → ranking → post-processing over the registry's current bundle."
     def __init__(self, registry: ModelRegistry, metrics=None, max_batch: int = 32, max_wait_ms: float = 2.0,
@@ -131,33 +154,58 @@ class Pipeline:
         self.registry, self.metrics, self.n_candidates = registry, metrics, n_candidates
         self.timeouts = {"retrieve": retrieve_timeout_ms / 1e3, "rank": rank_timeout_ms / 1e3}
         self.faults = dict(faults or {})
-        self.batchers = {s: MicroBatcher(self._faulty(s, f), max_batch, max_wait_ms, s, self._on_batch(s), thread_init)
-                         for s, f in (("retrieve", retrieve_batch), ("rank", rank_batch))}
+        self.batcher = MicroBatcher(self._run_batch, max_batch, max_wait_ms, "model", None, thread_init)
+        self._loop = None
 
-    def _faulty(self, stage, fn):
-        def run(items):
-            f = self.faults.get(stage)
-            if f == "error": raise StageFault(f"injected {stage} failure")
-            if f == "timeout": time.sleep(self.timeouts[stage] * 2)
-            return fn(items)
-        return run
-    def _on_batch(self, stage):
-        def rec(size, dt):
-            if self.metrics: self.metrics.batch_size.labels(stage).observe(size); self.metrics.batch_seconds.labels(stage).observe(dt)
-        return rec
+    def _fault(self, stage: str):
+        f = self.faults.get(stage)
+        if f == "error": raise StageFault(f"injected {stage} failure")
+        if f == "timeout": time.sleep(self.timeouts[stage] * 2)
+    def _observe(self, stage: str, size: int, t: float):
+        if self.metrics and size:
+            self.metrics.batch_size.labels(stage).observe(size); self.metrics.batch_seconds.labels(stage).observe(time.perf_counter() - t)
+    def _publish(self, pairs: list):
+        "Hand (future, result-or-exception) pairs to the event loop in one wake-up."
+        def settle():
+            for f, r in pairs:
+                if not f.done(): (f.set_exception if isinstance(r, BaseException) else f.set_result)(r)
+        self._loop.call_soon_threadsafe(settle)
+
+    def _run_batch(self, jobs: list[Job]) -> list:
+        "On the model thread: retrieve the jobs that need it (publishing at once), then rank every job with candidates."
+        rec = [j for j in jobs if j.candidates is None]
+        cands = {id(j): j.candidates for j in jobs if j.candidates is not None}
+        if rec:
+            t = time.perf_counter()
+            try:
+                self._fault("retrieve")
+                got = retrieve_batch([(j.query, j.n, j.drop_seen) for j in rec])
+            except Exception as e:
+                self._publish([(j.retrieved, e) for j in rec]); got = None
+            self._observe("retrieve", len(rec), t)
+            if got is not None:
+                self._publish([(j.retrieved, g) for j, g in zip(rec, got)])
+                cands.update({id(j): g[0] for j, g in zip(rec, got) if len(g[0])})
+        todo = [j for j in jobs if id(j) in cands and not j.query.cold]
+        t = time.perf_counter()
+        self._fault("rank")                                   # an error fails this batch's rank futures only
+        scores = rank_batch([(j.query, cands[id(j)]) for j in todo]) if todo else []
+        self._observe("rank", len(todo), t)
+        out = dict(zip(map(id, todo), scores))
+        return [out.get(id(j)) for j in jobs]
+
     def start(self):
-        for b in self.batchers.values(): b.start()
-    async def stop(self):
-        for b in self.batchers.values(): await b.stop()
+        self._loop = asyncio.get_running_loop(); self.batcher.start()
+    async def stop(self): await self.batcher.stop()
     def warm(self, b: Bundle):
         "Exercise every stage of bundle `b` once (before it serves)."
         qs = [make_query(b, user_id=int(b.user_ids[0])), make_query(b, recent_artist_ids=[int(b.item_ids[b.pop_order[0]])])]
         got = retrieve_batch([(q, 20, True) for q in qs])
         rank_batch([(q, c) for q, (c, _) in zip(qs, got)])
 
-    async def _stage(self, stage: str, item, degraded: list):
-        t = time.perf_counter()
-        try: return await asyncio.wait_for(self.batchers[stage].enqueue(item), self.timeouts[stage])
+    async def _stage(self, stage: str, fut: asyncio.Future, degraded: list, t: float):
+        "The result of one stage's future within its timeout, or None (counted, logged) when it fails."
+        try: return await asyncio.wait_for(fut, self.timeouts[stage])
         except Exception as e:
             reason = "timeout" if isinstance(e, (asyncio.TimeoutError, TimeoutError)) else "error"
             degraded.append(f"{stage}:{reason}")
@@ -198,13 +246,19 @@ async def recommend(self: Pipeline, q: Query, k: int = 10, exclude_seen: bool = 
                     min_listeners: int = 0, diversity: float = 0.0) -> Recommendations:
     "Top-`k` recommendations for query `q`; never raises for a model failure."
     degraded, n = [], max(self.n_candidates, 2 * k)
-    got = None if q.cold else await self._stage("retrieve", (q, n, exclude_seen), degraded)
+    got = s = None
+    if not q.cold:
+        job = Job(q, n, exclude_seen, retrieved=self._loop.create_future())
+        ranked = self.batcher.enqueue(job); t = time.perf_counter()
+        got = await self._stage("retrieve", job.retrieved, degraded, t)
+        if got is not None and len(got[0]):
+            s = await self._stage("rank", ranked, degraded, time.perf_counter())
+        else: ranked.cancel()
     if got is None or len(got[0]) == 0:
         path = "cold_start" if q.cold else "fallback"
         items, scores, sources = np.zeros(0, np.int32), np.zeros(0, np.float32), []
     else:
         items, scores = got; path = "personalized"; sources = ["ranker"] * len(items)
-        s = await self._stage("rank", (q, items), degraded)
         if s is not None:
             order = np.argsort(-s, kind="stable"); items, scores = items[order], s[order]
         else: sources = ["retrieval"] * len(items)                  # retrieval (RRF) order
@@ -222,7 +276,7 @@ async def recommend(self: Pipeline, q: Query, k: int = 10, exclude_seen: bool = 
 async def rank(self: Pipeline, q: Query, items: np.ndarray) -> tuple[np.ndarray, list]:
     "Ranker scores of `items` for `q` (popularity scores on cold start or ranker failure) and the degraded list."
     degraded = []
-    s = None if q.cold else await self._stage("rank", (q, items), degraded)
+    s = None if q.cold else await self._stage("rank", self.batcher.enqueue(Job(q, candidates=items)), degraded, time.perf_counter())
     if s is None: s = np.log1p(q.bundle.popularity[items]).astype(np.float32)
     return s, degraded
 

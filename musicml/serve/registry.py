@@ -231,6 +231,7 @@ class Bundle:
     item_index: dict = field(default_factory=dict)
     user_index: dict = field(default_factory=dict)
     pop_order: np.ndarray | None = None
+    _versions: dict | None = field(default=None, repr=False)
 
     def __post_init__(self):
         self.item_index = {int(a): i for i, a in enumerate(self.item_ids.tolist())}
@@ -243,7 +244,9 @@ class Bundle:
     @property
     def version(self) -> str: return self.manifest["version"]
     @property
-    def stage_versions(self) -> dict: return {k: f"{v['kind']}@{self.version}" for k, v in self.manifest["stages"].items()}
+    def stage_versions(self) -> dict:                          # read by every response: computed once
+        if self._versions is None: self._versions = {k: f"{v['kind']}@{self.version}" for k, v in self.manifest["stages"].items()}
+        return self._versions
     def __repr__(self): return f"Bundle({self.version}, {self.seen.shape[0]} users x {len(self.item_ids)} items, {list(self.retrievers)})"
 
 def load_bundle(d: Path) -> Bundle:

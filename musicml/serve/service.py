@@ -8,6 +8,7 @@ Docs: https://musicml.github.io/musicml/serve.service.html.md"""
 from __future__ import annotations
 
 import asyncio
+import gc
 import hmac
 import json
 import sys
@@ -31,8 +32,8 @@ from .registry import ModelRegistry
 log = get_logger("musicml.serve.service")
 
 # %% auto #0
-__all__ = ['log', 'ServeSettings', 'ObserveMiddleware', 'exposure_logging', 'create_app', 'openapi_document', 'write_openapi',
-           'breaking_changes']
+__all__ = ['log', 'ServeSettings', 'ObserveMiddleware', 'exposure_logging', 'settle_heap', 'create_app', 'openapi_document',
+           'write_openapi', 'breaking_changes']
 
 # %% ../../nbs/77_serve.service.ipynb #6ea02de8
 class ServeSettings(BaseSettings):
@@ -72,6 +73,7 @@ class ObserveMiddleware:
     "Request ids, JSON access logs and per-route request metrics."
     def __init__(self, app, metrics: ServeMetrics, access_log: bool = False, max_body_bytes: int = 1 << 20):
         self.app, self.metrics, self.access_log, self.max_body = app, metrics, access_log, max_body_bytes
+        self._children = {}                                    # (route, method, status) -> (counter, histogram) children
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http": return await self.app(scope, receive, send)
@@ -90,8 +92,11 @@ class ObserveMiddleware:
             dt = time.perf_counter() - t
             route = getattr(scope.get("route"), "path", "unmatched")
             self.metrics.inflight.dec()
-            self.metrics.requests.labels(route, scope["method"], str(status[0])).inc()
-            self.metrics.latency.labels(route).observe(dt)
+            key = (route, scope["method"], status[0])
+            c = self._children.get(key)
+            if c is None:                                      # `labels()` validates and locks on every call: look up once
+                c = self._children[key] = (self.metrics.requests.labels(route, key[1], str(key[2])), self.metrics.latency.labels(route))
+            c[0].inc(); c[1].observe(dt)
             if self.access_log: log.info("%s %s %d %.1f ms", scope["method"], scope["path"], status[0], dt * 1e3,
                                          extra={"event": "access"})
             request_id.reset(token)
@@ -138,6 +143,12 @@ def exposure_logging(s: ServeSettings):
     exp = Experiment(name.strip(), arms) if arms else Experiment(name.strip())
     return Layer("serve", [exp]), ExposureLogger(EventWriter(s.exposure_log, flush_every=1000))
 
+# %% ../../nbs/77_serve.service.ipynb #d5b48de4
+def settle_heap() -> int:
+    "Collect, then freeze the survivors out of future collections; returns how many objects are frozen."
+    gc.collect(); gc.freeze()
+    return gc.get_freeze_count()
+
 # %% ../../nbs/77_serve.service.ipynb #81cfa723
 def create_app(settings: ServeSettings | None = None,  # default: `ServeSettings()` from the environment
               ) -> FastAPI:
@@ -147,7 +158,9 @@ def create_app(settings: ServeSettings | None = None,  # default: `ServeSettings
     pipeline = Pipeline(None, metrics, s.max_batch if s.batching else 1, s.max_wait_ms if s.batching else 0.0,
                         s.retrieve_timeout_ms, s.rank_timeout_ms, s.n_candidates, s.fault_map(),
                         thread_init=lambda: _limit_threads(s.threads))
-    registry = ModelRegistry(Path(s.models) if s.models else Path("/nonexistent-models-dir"), metrics, warm=pipeline.warm)
+    def warm(b):                                             # before a bundle serves: exercise it, then settle the heap
+        pipeline.warm(b); settle_heap()
+    registry = ModelRegistry(Path(s.models) if s.models else Path("/nonexistent-models-dir"), metrics, warm=warm)
     pipeline.registry = registry
 
     def _initial_load():

@@ -260,14 +260,14 @@ def mmr(items: np.ndarray,      # candidate item indices, best first
     "Positions (into `items`) of a `k`-item MMR re-ranking."
     k = min(k, len(items))
     if diversity <= 0 or k <= 1: return np.arange(k)
-    rel = (scores - scores.min()) / max(float(scores.max() - scores.min()), 1e-9)
-    v = vecs[items]; sim = np.maximum(v @ v.T, 0)
-    base, best, chosen = (1 - diversity) * rel, np.zeros(len(items)), []
-    taken = np.zeros(len(items), bool)
-    for _ in range(k):
-        gain = base - diversity * best; gain[taken] = -np.inf
-        j = int(np.argmax(gain)); chosen.append(j); taken[j] = True
+    lo, hi = float(scores.min()), float(scores.max())
+    base = (1 - diversity) * (scores - lo) / max(hi - lo, 1e-9)     # relevance part of the gain
+    v = vecs[items]; sim = v @ v.T; np.maximum(sim, 0, out=sim)
+    best, pen, gain, chosen = np.zeros(len(items)), np.empty(len(items)), base.copy(), []
+    for _ in range(k):                                               # a few ufunc calls per pick: this runs per request
+        j = int(gain.argmax()); chosen.append(j); base[j] = -np.inf  # a chosen item's gain stays -inf
         np.maximum(best, sim[j], out=best)
+        np.multiply(best, diversity, out=pen); np.subtract(base, pen, out=gain)
     return np.array(chosen)
 
 # %% ../../nbs/72_serve.stages.ipynb #221058f5
