@@ -5,19 +5,21 @@ from pathlib import Path
 import papermill as pm
 import pytest
 
-from musicml.serve.registry import build_synthetic_artifacts
+from musicml.serve.registry import build_synthetic_trained_artifacts
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
 def test_serving_load_notebook(tmp_path):
-    build_synthetic_artifacts(tmp_path / "models", "v1", n_users=100, n_items=300, n_interactions=4000)
+    build_synthetic_trained_artifacts(tmp_path / "models", "v1", n_users=100, n_items=300, n_interactions=4000, epochs=1)
     pm.execute_notebook(str(ROOT / "benchmarks_nbs/serving_load.ipynb"), str(tmp_path / "out.ipynb"),
                         parameters=dict(models_dir=str(tmp_path / "models"), rps=40.0, duration=2.0, sweep_rps="20,40",
-                                        sweep_duration=1.5, output_dir=str(tmp_path)),
+                                        sweep_duration=1.5, warmup=1.0, output_dir=str(tmp_path)),
                         kernel_name="python3", progress_bar=False, cwd=str(ROOT))
     res = json.loads((tmp_path / "serving_load.json").read_text())
     assert set(res["sweep"]) == {"on", "off"} and res["main"]["requests"] == 80
     assert res["environment"]["cores"] >= 1 and set(res["model_path"]) == {"1", "4", "16", "32"}
+    assert res["main"]["server_stats"]["cpu_ms_per_request"]["server"] > 0
+    assert {s["kind"] for s in res["bundle"]["stages"].values()} == {"two_tower", "sasrec", "ease", "itemknn", "dcn"}
     assert (tmp_path / "serving_sweep.png").stat().st_size > 10_000 and (tmp_path / "serving_main.png").exists()

@@ -82,12 +82,27 @@ class SASRec(nn.Module):
             self.item_emb.weight[0].zero_()
 
     def forward(self, tokens):                                   # tokens [b, L] int64, 0 = padding, left-padded
-        L = tokens.shape[1]
-        x = self.item_emb(tokens) * math.sqrt(self.cfg.dim) + self.pos_emb.weight[-L:]  # [b, L, d]
-        x = self.drop(x) * (tokens > 0).unsqueeze(-1)
+        x = self._embed(tokens)                                  # [b, L, d]
         for blk in self.blocks:
             x = blk(x)
         return self.ln(x)                                        # [b, L, d]
+
+    def _embed(self, tokens):
+        L = tokens.shape[1]
+        x = self.item_emb(tokens) * math.sqrt(self.cfg.dim) + self.pos_emb.weight[-L:]  # [b, L, d]
+        return self.drop(x) * (tokens > 0).unsqueeze(-1)
+
+    def last_state(self, tokens):                                # tokens [b, L] -> [b, d] = forward(tokens)[:, -1]
+        "The last position's output only (inference): the final block computes attention and FFN for that position alone."
+        x = self._embed(tokens)
+        for blk in self.blocks[:-1]:
+            x = blk(x)
+        blk, a = self.blocks[-1], self.blocks[-1].attn
+        b, L, d = x.shape
+        q, k, v = a.qkv(blk.ln1(x)).view(b, L, 3, a.heads, d // a.heads).permute(2, 0, 3, 1, 4)   # each [b, h, L, d/h]
+        y = F.scaled_dot_product_attention(q[:, :, -1:], k, v)  # the last query sees every key: no mask  [b, h, 1, d/h]
+        x = x[:, -1] + blk.drop(a.proj(y.transpose(1, 2).reshape(b, d)))   # [b, d]
+        return self.ln(x + blk.drop(blk.ffn(blk.ln2(x))))
 
     def item_vectors(self) -> torch.Tensor:
         return self.item_emb.weight[1:]  # [n_items, d]

@@ -22,8 +22,8 @@ import httpx
 import numpy as np
 
 # %% auto #0
-__all__ = ['LOOPBACK', 'check_loopback', 'free_port', 'ServerProcess', 'LoadResult', 'open_loop', 'request_mix', 'sustainable',
-           'sustainable_rps', 'sweep', 'server_stats']
+__all__ = ['LOOPBACK', 'check_loopback', 'cpu_seconds', 'free_port', 'ServerProcess', 'LoadResult', 'open_loop', 'request_mix',
+           'sustainable', 'sustainable_rps', 'sweep', 'server_stats']
 
 # %% ../../nbs/79_serve.loadgen.ipynb #dde99fc8
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -33,6 +33,12 @@ def check_loopback(url: str) -> str:
     host = urlparse(url).hostname
     if host not in LOOPBACK: raise ValueError(f"load tests only target loopback (127.0.0.1); got host {host!r} in {url!r}")
     return url
+
+def cpu_seconds(pid: int) -> float | None:
+    "CPU seconds (user + system) process `pid` has used, from `/proc/<pid>/stat`; None where there is no /proc."
+    try: f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError: return None
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 def free_port() -> int:
     "A TCP port that is free on 127.0.0.1 right now."
@@ -77,6 +83,9 @@ class ServerProcess:
             self.proc.terminate()
             try: self.proc.wait(10)
             except subprocess.TimeoutExpired: self.proc.kill(); self.proc.wait()
+    def cpu_s(self) -> float | None:
+        "CPU seconds (user + system) the server process has used so far (Linux `/proc`; None elsewhere)."
+        return cpu_seconds(self.proc.pid) if self.proc else None
     def __enter__(self): return self.start()
     def __exit__(self, *exc): self.stop()
 

@@ -17,13 +17,13 @@ import scipy.sparse as sp
 from ..core import get_logger
 from .batching import MicroBatcher
 from .registry import Bundle, ModelRegistry
-from .stages import mmr
+from .stages import mmr, mmr_batch
 
 log = get_logger("musicml.serve.pipeline")
 
 # %% auto #0
 __all__ = ['log', 'Query', 'stack_queries', 'make_query', 'rrf_fuse', 'retrieve_batch', 'rank_batch', 'StageFault',
-           'Recommendations', 'Job', 'Pipeline', 'postprocess', 'recommend', 'rank', 'similar']
+           'Recommendations', 'Job', 'Pipeline', 'postprocess', 'postprocess_batch', 'recommend', 'rank', 'similar']
 
 # %% ../../nbs/75_serve.pipeline.ipynb #44313c0f
 @dataclass
@@ -145,6 +145,10 @@ class Job:
     drop_seen: bool = True
     candidates: np.ndarray | None = None      # given candidates (`/v1/rank`): ranking only
     retrieved: asyncio.Future | None = None   # set with (items, scores) as soon as the batch is retrieved
+    k: int | None = None                      # post-processing on the model thread (None: return ranker scores)
+    exclude: np.ndarray | None = None
+    min_listeners: int = 0
+    diversity: float = 0.0
 
 class Pipeline:
     "Retrieval → ranking → post-processing over the registry's current bundle."
@@ -189,19 +193,36 @@ class Pipeline:
         todo = [j for j in jobs if id(j) in cands and not j.query.cold]
         t = time.perf_counter()
         self._fault("rank")                                   # an error fails this batch's rank futures only
-        scores = rank_batch([(j.query, cands[id(j)]) for j in todo]) if todo else []
+        scores = dict(zip(map(id, todo), rank_batch([(j.query, cands[id(j)]) for j in todo]) if todo else []))
         self._observe("rank", len(todo), t)
-        out = dict(zip(map(id, todo), scores))
-        return [out.get(id(j)) for j in jobs]
+        ranked = []                                            # recommend jobs: candidates in ranker order
+        for j in jobs:
+            s = scores.get(id(j))
+            if s is None or j.k is None: ranked.append(None); continue
+            o = np.argsort(-s, kind="stable"); ranked.append((cands[id(j)][o], s[o]))
+        t = time.perf_counter()
+        try: final = postprocess_batch(jobs, ranked)
+        except Exception as e:                                 # diversification is optional: the event loop redoes it without
+            log.warning("batched post-processing failed (%r)", e); final = [None] * len(jobs)
+        if self.metrics and any(f is not None for f in final):
+            dt = time.perf_counter() - t
+            for f in final:
+                if f is not None: self.metrics.stage.labels("postprocess").observe(dt)
+        return [(scores.get(id(j)), f) if j.k is not None else scores.get(id(j)) for j, f in zip(jobs, final)]
 
     def start(self):
         self._loop = asyncio.get_running_loop(); self.batcher.start()
     async def stop(self): await self.batcher.stop()
     def warm(self, b: Bundle):
-        "Exercise every stage of bundle `b` once (before it serves)."
-        qs = [make_query(b, user_id=int(b.user_ids[0])), make_query(b, recent_artist_ids=[int(b.item_ids[b.pop_order[0]])])]
-        got = retrieve_batch([(q, 20, True) for q in qs])
-        rank_batch([(q, c) for q, (c, _) in zip(qs, got)])
+        "Run bundle `b` through every stage at the batch sizes it will see, before it serves (sizes runtime buffers)."
+        users = b.user_ids[np.linspace(0, len(b.user_ids) - 1, 32).astype(int)]
+        for size in sorted({1, 4, 16, self.batcher.max_batch}):
+            qs = [make_query(b, user_id=int(u)) for u in users[:size]]
+            qs[-1] = make_query(b, recent_artist_ids=[int(b.item_ids[i]) for i in b.pop_order[:3]])
+            jobs = [Job(q, self.n_candidates, True, k=10, diversity=0.2) for q in qs]
+            got = retrieve_batch([(j.query, j.n, True) for j in jobs])
+            s = rank_batch([(q, c) for q, (c, _) in zip(qs, got)])
+            postprocess_batch(jobs, [(c[np.argsort(-x)], np.sort(x)[::-1]) for (c, _), x in zip(got, s)])
 
     async def _stage(self, stage: str, fut: asyncio.Future, degraded: list, t: float):
         "The result of one stage's future within its timeout, or None (counted, logged) when it fails."
@@ -217,9 +238,8 @@ class Pipeline:
             if self.metrics: self.metrics.stage.labels(stage).observe(time.perf_counter() - t)
 
 # %% ../../nbs/75_serve.pipeline.ipynb #352b7145
-def postprocess(q: Query, items: np.ndarray, scores: np.ndarray, sources: list, k: int, exclude_seen: bool = True,
-                exclude: np.ndarray | None = None, min_listeners: int = 0, diversity: float = 0.0):
-    "Final top-`k` (items, scores, sources) after exclusions, dedupe, MMR and popularity backfill."
+def _filtered(q: Query, items, scores, exclude_seen: bool, exclude, min_listeners: int):
+    "Candidates (best first) without seen/excluded/unpopular items and duplicates; the allowed mask for the backfill."
     b = q.bundle
     allowed = np.ones(len(b.item_ids), bool)
     if exclude_seen: allowed[q.hist_items] = False
@@ -227,50 +247,95 @@ def postprocess(q: Query, items: np.ndarray, scores: np.ndarray, sources: list, 
     if min_listeners: allowed &= b.popularity >= min_listeners
     _, first = np.unique(items, return_index=True)
     keep = np.sort(first[allowed[items[first]]])                   # dedupe, keep the best-placed copy
-    items, scores, sources = items[keep], scores[keep], [sources[i] for i in keep]
-    if diversity > 0 and b.tag_vecs is not None and len(items) > 1:
-        head = min(len(items), max(3 * k, 50))
-        pick = mmr(items[:head], scores[:head], b.tag_vecs, k, diversity)
-        items, scores, sources = items[pick], scores[pick], [sources[i] for i in pick]
-    items, scores, sources = items[:k], scores[:k], sources[:k]
+    return items[keep], scores[keep], allowed
+
+def _backfill(q: Query, items, scores, source: str, k: int, allowed):
+    "The top `k` with popularity filling any shortfall: (items, scores, sources)."
+    b, items, scores = q.bundle, items[:k], scores[:k]
+    sources = [source] * len(items)
     if len(items) < k:
         allowed[items] = False
-        fill = b.pop_order[allowed[b.pop_order]][:k - len(items)]
+        need = k - len(items)                                      # the most popular allowed items: a prefix of the
+        head = b.pop_order[:need + len(items) + len(q.hist_items) + 64]   # popularity order holds them (unless filters
+                                                                   # or a long exclude list block it: then scan it all)
+        fill = head[allowed[head]][:need]
+        if len(fill) < need: fill = b.pop_order[allowed[b.pop_order]][:need]
         items = np.concatenate([items, fill]).astype(np.int32)
         scores = np.concatenate([scores, np.log1p(b.popularity[fill])]).astype(np.float32)
-        sources = sources + ["popularity"] * len(fill)
+        sources += ["popularity"] * len(fill)
     return items, scores, sources
+
+def _head(k: int) -> int: return max(3 * k, 50)                   # candidates MMR re-orders
+
+def postprocess(q: Query, items: np.ndarray, scores: np.ndarray, source: str, k: int, exclude_seen: bool = True,
+                exclude: np.ndarray | None = None, min_listeners: int = 0, diversity: float = 0.0):
+    "Final top-`k` (items, scores, sources) after exclusions, dedupe, MMR and popularity backfill; `source` names the list."
+    items, scores, allowed = _filtered(q, items, scores, exclude_seen, exclude, min_listeners)
+    if diversity > 0 and q.bundle.tag_vecs is not None and len(items) > 1:
+        h = min(len(items), _head(k))
+        pick = mmr(items[:h], scores[:h], q.bundle.tag_vecs, k, diversity)
+        items, scores = items[pick], scores[pick]
+    return _backfill(q, items, scores, source, k, allowed)
+
+def postprocess_batch(jobs: list, ranked: list) -> list:
+    "`postprocess` for the ranked jobs of a micro-batch (MMR for all of them at once); None where a job has no ranking."
+    out, todo = [None] * len(jobs), []
+    for i, (j, r) in enumerate(zip(jobs, ranked)):
+        if r is None or j.k is None: continue
+        items, scores = r
+        items, scores, allowed = _filtered(j.query, items, scores, j.drop_seen, j.exclude, j.min_listeners)
+        todo.append((i, items, scores, allowed))
+    groups = {}                                                    # MMR per bundle (its tag vectors)
+    for t in todo:
+        b = jobs[t[0]].query.bundle
+        if jobs[t[0]].diversity > 0 and b.tag_vecs is not None and len(t[1]) > 1: groups.setdefault(id(b), []).append(t)
+    picked = {}
+    for g in groups.values():
+        hs = [min(len(t[1]), _head(jobs[t[0]].k)) for t in g]
+        picks = mmr_batch([t[1][:h] for t, h in zip(g, hs)], [t[2][:h] for t, h in zip(g, hs)], jobs[g[0][0]].query.bundle.tag_vecs,
+                          [jobs[t[0]].k for t in g], [jobs[t[0]].diversity for t in g])
+        picked.update({t[0]: pk for t, pk in zip(g, picks)})
+    for i, items, scores, allowed in todo:
+        if i in picked: items, scores = items[picked[i]], scores[picked[i]]
+        out[i] = _backfill(jobs[i].query, items, scores, "ranker", jobs[i].k, allowed)
+    return out
 
 # %% ../../nbs/75_serve.pipeline.ipynb #8bf1a645
 async def recommend(self: Pipeline, q: Query, k: int = 10, exclude_seen: bool = True, exclude: np.ndarray | None = None,
                     min_listeners: int = 0, diversity: float = 0.0) -> Recommendations:
     "Top-`k` recommendations for query `q`; never raises for a model failure."
     degraded, n = [], max(self.n_candidates, 2 * k)
-    got = s = None
+    got = done = None
     if not q.cold:
-        job = Job(q, n, exclude_seen, retrieved=self._loop.create_future())
+        job = Job(q, n, exclude_seen, retrieved=self._loop.create_future(), k=k, exclude=exclude,
+                  min_listeners=min_listeners, diversity=diversity)
         ranked = self.batcher.enqueue(job); t = time.perf_counter()
         got = await self._stage("retrieve", job.retrieved, degraded, t)
         if got is not None and len(got[0]):
-            s = await self._stage("rank", ranked, degraded, time.perf_counter())
+            done = await self._stage("rank", ranked, degraded, time.perf_counter())
         else: ranked.cancel()
-    if got is None or len(got[0]) == 0:
-        path = "cold_start" if q.cold else "fallback"
-        items, scores, sources = np.zeros(0, np.int32), np.zeros(0, np.float32), []
+    if done is not None and done[1] is not None:                   # ranked and post-processed on the model thread
+        path, res = "personalized", done[1]
     else:
-        items, scores = got; path = "personalized"; sources = ["ranker"] * len(items)
-        if s is not None:
-            order = np.argsort(-s, kind="stable"); items, scores = items[order], s[order]
-        else: sources = ["retrieval"] * len(items)                  # retrieval (RRF) order
-    t = time.perf_counter()
-    try: res = postprocess(q, items, scores, sources, k, exclude_seen, exclude, min_listeners, diversity)
-    except Exception as e:                                          # diversification is optional; keep the ranked order
-        degraded.append("postprocess:error"); log.warning("postprocess failed (%r); skipping diversity", e)
-        if self.metrics: self.metrics.fallbacks.labels("postprocess", "error").inc()
-        res = postprocess(q, items, scores, sources, k, exclude_seen, exclude, min_listeners, 0.0)
-    if self.metrics:
-        self.metrics.stage.labels("postprocess").observe(time.perf_counter() - t)
-        self.metrics.responses.labels(path if not degraded else "degraded").inc()
+        if got is None or len(got[0]) == 0:
+            path = "cold_start" if q.cold else "fallback"
+            items, scores, source = np.zeros(0, np.int32), np.zeros(0, np.float32), "ranker"
+        else:
+            items, scores = got; path = "personalized"; source = "ranker"
+            if done is not None:                                       # ranked; post-processing failed on the thread
+                order = np.argsort(-done[0], kind="stable"); items, scores = items[order], done[0][order]
+            else: source = "retrieval"                                 # retrieval (RRF) order
+        t = time.perf_counter()
+        try: res = postprocess(q, items, scores, source, k, exclude_seen, exclude, min_listeners, diversity if done is None else 0.0)
+        except Exception as e:                                          # diversification is optional; keep the ranked order
+            degraded.append("postprocess:error"); log.warning("postprocess failed (%r); skipping diversity", e)
+            if self.metrics: self.metrics.fallbacks.labels("postprocess", "error").inc()
+            res = postprocess(q, items, scores, source, k, exclude_seen, exclude, min_listeners, 0.0)
+        if done is not None and done[1] is None:
+            degraded.append("postprocess:error")
+            if self.metrics: self.metrics.fallbacks.labels("postprocess", "error").inc()
+        if self.metrics: self.metrics.stage.labels("postprocess").observe(time.perf_counter() - t)
+    if self.metrics: self.metrics.responses.labels(path if not degraded else "degraded").inc()
     return Recommendations(*res, path=path, degraded=degraded)
 
 async def rank(self: Pipeline, q: Query, items: np.ndarray) -> tuple[np.ndarray, list]:

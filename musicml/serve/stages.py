@@ -19,7 +19,7 @@ from ..models.baselines import ALS, EASE, ItemKNN, _topk_per_row, reweight
 
 # %% auto #0
 __all__ = ['STAGES', 'ArtifactError', 'save_arrays', 'load_arrays', 'stack_rows', 'Retriever', 'ItemKNNRetriever',
-           'EmbeddingRetriever', 'EASERetriever', 'BlendRanker', 'tag_vectors', 'mmr', 'register_stage']
+           'EmbeddingRetriever', 'EASERetriever', 'BlendRanker', 'tag_vectors', 'mmr', 'mmr_batch', 'register_stage']
 
 # %% ../../nbs/72_serve.stages.ipynb #6f70536d
 class ArtifactError(Exception):
@@ -269,6 +269,29 @@ def mmr(items: np.ndarray,      # candidate item indices, best first
         np.maximum(best, sim[j], out=best)
         np.multiply(best, diversity, out=pen); np.subtract(base, pen, out=gain)
     return np.array(chosen)
+
+def mmr_batch(items: list[np.ndarray],     # per query: candidate item indices, best first
+              scores: list[np.ndarray],    # their ranking scores
+              vecs: np.ndarray,            # unit item vectors
+              ks: list[int], diversities: list[float]) -> list[np.ndarray]:
+    "`mmr` for a micro-batch at once: the same picks, one greedy loop of array operations over all the queries."
+    out = [np.arange(min(k, len(it))) for it, k in zip(items, ks)]
+    rows = [i for i, (it, k, d) in enumerate(zip(items, ks, diversities)) if d > 0 and min(k, len(it)) > 1]
+    if not rows: return out
+    R, H, K = len(rows), max(len(items[i]) for i in rows), max(min(ks[i], len(items[i])) for i in rows)
+    d = np.array([diversities[i] for i in rows])[:, None]                  # [R, 1]
+    base, V = np.full((R, H), -np.inf), np.zeros((R, H, vecs.shape[1]), np.float32)
+    for r, i in enumerate(rows):
+        s, n = scores[i], len(items[i]); lo, hi = float(s.min()), float(s.max())
+        base[r, :n] = (1 - d[r, 0]) * (s - lo) / max(hi - lo, 1e-9); V[r, :n] = vecs[items[i]]
+    sim = V @ V.transpose(0, 2, 1); np.maximum(sim, 0, out=sim)            # [R, H, H]
+    best, gain, picks, ar = np.zeros((R, H)), base.copy(), np.empty((R, K), np.int64), np.arange(R)
+    for t in range(K):
+        j = gain.argmax(1); picks[:, t] = j; base[ar, j] = -np.inf
+        np.maximum(best, sim[ar, j], out=best)
+        gain = base - d * best
+    for r, i in enumerate(rows): out[i] = picks[r, :min(ks[i], len(items[i]))]
+    return out
 
 # %% ../../nbs/72_serve.stages.ipynb #221058f5
 STAGES = {c.kind: c for c in (ItemKNNRetriever, EmbeddingRetriever, EASERetriever, BlendRanker)}
