@@ -8,6 +8,7 @@ Docs: https://musicml.github.io/musicml/serve.loadgen.html.md"""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import socket
@@ -145,7 +146,7 @@ async def open_loop(url: str,                 # full endpoint URL (loopback only
     n = max(int(rps * duration_s), 1)
     due = np.arange(n) / rps
     lat, status, degraded = np.full(n, np.nan), np.zeros(n, np.int32), np.zeros(n, bool)
-    idle, opened, tasks, loop = [], [0], [], asyncio.get_running_loop()
+    idle, opened, pending, loop = [], [0], set(), asyncio.get_running_loop()
     async def one(i, t_due, reserved):
         # `opened` counts live connections (idle or busy) plus reservations; this task holds one slot throughout
         conn = None
@@ -167,18 +168,25 @@ async def open_loop(url: str,                 # full endpoint URL (loopback only
             status[i] = 0
         if conn is not None: conn.close()
         opened[0] -= 1
-    start = loop.time(); next_tick = 0.5
-    for i in range(n):
-        delay = start + due[i] - loop.time()
-        if delay > 0: await asyncio.sleep(delay)
-        if on_tick is not None and due[i] >= next_tick:
-            tasks.append(asyncio.ensure_future(on_tick(due[i]))); next_tick += 0.5
-        if not idle and opened[0] >= max_inflight: status[i] = 0; continue
-        reserve = not idle
-        if reserve: opened[0] += 1                           # reserve a connection slot now
-        tasks.append(asyncio.ensure_future(one(i, start + due[i], reserve)))
-    if tasks: await asyncio.wait(tasks, timeout=timeout_s + 1)
-    wall = loop.time() - start
+    def launch(coro):
+        t = asyncio.ensure_future(coro); pending.add(t); t.add_done_callback(pending.discard)
+    gc_on = gc.isenabled(); gc.collect(); gc.freeze(); gc.disable()     # no collector pauses in the generator
+    try:
+        start = loop.time(); next_tick = 0.5
+        for i in range(n):
+            delay = start + due[i] - loop.time()
+            if delay > 0: await asyncio.sleep(delay)
+            if on_tick is not None and due[i] >= next_tick:
+                launch(on_tick(due[i])); next_tick += 0.5
+            if not idle and opened[0] >= max_inflight: status[i] = 0; continue
+            reserve = not idle
+            if reserve: opened[0] += 1                       # reserve a connection slot now
+            launch(one(i, start + due[i], reserve))
+        if pending: await asyncio.wait(set(pending), timeout=timeout_s + 1)
+        wall = loop.time() - start
+    finally:
+        gc.unfreeze()
+        if gc_on: gc.enable()
     for c, _ in idle: c.close()
     return LoadResult(rps, duration_s, due, lat, status, degraded, wall)
 
