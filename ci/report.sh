@@ -30,6 +30,8 @@ run scaling -p lastfm_parity True
 [ -f reports/artifacts/ranker/model/manifest.json ] || musicml train --model ranker --out reports/artifacts/ranker --no-progress
 for t in cpu edge gpu; do run inference_targets "inference_${t}_sasrec" -p target "$t" -p artifact reports/artifacts/sasrec/model; done
 run inference_targets inference_cpu_ranker -p target cpu -p artifact reports/artifacts/ranker/model
+# serving: the real server on loopback over a bundle of the trained two-tower, SASRec and DCN (quiet machine wanted)
+run serving_load -p ranker_artifact reports/artifacts/ranker/model -p sasrec_artifact reports/artifacts/sasrec/model
 run compression -p teacher_epochs 40 -p distill_epochs 40
 # experimentation and search
 run ab_calibration

@@ -7,7 +7,6 @@ Docs: https://musicml.github.io/musicml/serve.api.html.md"""
 # %% ../../nbs/76_serve.api.ipynb #51429a0f
 from __future__ import annotations
 
-import json
 import time
 from typing import Annotated, Literal
 
