@@ -60,3 +60,29 @@ def test_ranker_reranks_retrieval_candidates():
     assert sc.shape == (5, s.train.n_items)
     assert ((sc > -1e8).sum(1) == 15).all()  # only the retrieved candidates are scored
     assert len(rk.report_.history) == 4
+
+
+def test_stacked_ranker_folds_side_feature_and_ensemble_are_seeded():
+    from musicml.models.ranker import DCNEnsemble
+    from musicml.models.side_info import TagProfile
+    s, tags, nt = _data()
+    tt = _tt(tags, nt, epochs=2).fit(s.train, s.valid)
+
+    def fit():
+        return RankerRecommender(tt, tags, nt, n_candidates=15, dim=8, feature_models=(TagProfile(tags).fit(s.train),),
+                                 label_folds=2, ensemble=2,
+                                 train=TrainConfig(max_epochs=2, batch_size=16, lr=5e-3, accelerator="cpu", progress=False)
+                                 ).fit(s.train, s.valid)
+    a, b = fit(), fit()
+    assert isinstance(a.net_, DCNEnsemble) and len(a.net_.members) == 2
+    np.testing.assert_array_equal(a.score(np.arange(10)), b.score(np.arange(10)))
+    folds = a.fold_lists(s.train, s.valid)
+    assert len(folds) == 2
+    train_csr = s.train.csr()
+    for f in folds:
+        assert f["raw"].shape[-1] == 7 and f["items"].shape[1] == 15          # 6 own features + the tag profile
+        assert (f["gains"].sum(1) > 0).any()                                     # the fold's plays label some candidates
+        # every labelled candidate is a training play of that user: the labels come from train, not from valid/test
+        u, j = np.nonzero(f["gains"])
+        assert (np.asarray(train_csr[f["user"][u], f["items"][u, j]]).ravel() > 0).all()
+    assert a.report_.epochs == 4 and {h["member"] for h in a.report_.history} == {0, 1}

@@ -13,7 +13,7 @@ import scipy.sparse as sp
 from ..data.interactions import Interactions
 
 # %% auto #0
-__all__ = ['Recommender', 'mask_scores', 'top_k']
+__all__ = ['Recommender', 'mask_scores', 'top_k', 'clone']
 
 # %% ../../nbs/30_models.base.ipynb #53f8d61f
 class Recommender:
@@ -64,3 +64,8 @@ def top_k(scores: np.ndarray, k: int):
     order = np.lexsort((part, -vals), axis=1)
     idx = np.take_along_axis(part, order, axis=1)
     return idx.astype(np.int32), np.take_along_axis(scores, idx, axis=1)
+
+# %% ../../nbs/30_models.base.ipynb #9a083ede
+def clone(m: Recommender) -> Recommender:
+    "An unfitted copy of `m`: its constructor called with `m`'s public, non-fitted attributes (stored under the argument names)."
+    return type(m)(**{k: v for k, v in vars(m).items() if not k.startswith("_") and not k.endswith("_")})

@@ -8,7 +8,7 @@ Docs: https://musicml.github.io/musicml/models.ranker.html.md"""
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +22,11 @@ from ..data.interactions import Interactions
 from .two_tower import _mean_bag
 from ..train.core import TrainConfig, ndcg_at_k
 from ..train.loop import TaskBase, TrainReport, fit_task
-from .base import Recommender
+from .base import Recommender, clone
 
 # %% auto #0
-__all__ = ['RankerConfig', 'CrossNet', 'DCNRanker', 'candidates', 'dense_features', 'graded_gains', 'listwise_loss', 'RankerTask',
-           'RankerRecommender', 'load_ranker']
+__all__ = ['RankerConfig', 'CrossNet', 'DCNRanker', 'DCNEnsemble', 'candidates', 'dense_features', 'graded_gains',
+           'listwise_loss', 'RankerTask', 'RankerRecommender', 'feature_model', 'load_ranker']
 
 # %% ../../nbs/34_models.ranker.ipynb #5a1b8219
 @dataclass
@@ -88,6 +88,23 @@ class DCNRanker(nn.Module):
         m.tag_emb, m.item_tags = None, None
         return m
 
+# %% ../../nbs/34_models.ranker.ipynb #3d1e08f0
+class DCNEnsemble(nn.Module):
+    "DCN rankers trained from different seeds; the score is the mean of their per-list z-scored scores."
+    def __init__(self, members: list):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.cfg = members[0].cfg
+
+    def forward(self, users, items, dense):                     # users [b], items [b, N], dense [b, N, F]
+        s = torch.stack([m(users, items, dense) for m in self.members])    # [K, b, N]
+        z = (s - s.mean(-1, keepdim=True)) / (s.std(-1, correction=0, keepdim=True) + 1e-6)
+        return z.mean(0)                                        # [b, N]
+
+    def folded(self) -> DCNEnsemble:
+        "Every member `folded`."
+        return DCNEnsemble([m.folded() for m in self.members])
+
 # %% ../../nbs/34_models.ranker.ipynb #46f1cf15
 def candidates(retriever: Recommender, users: np.ndarray, n: int, exclude: sp.csr_matrix):
     "Top-`n` items and scores of `retriever` per user, `exclude` masked: `([b, n] int64, [b, n] float32)`."
@@ -140,24 +157,64 @@ class RankerTask(TaskBase):
         return ndcg_at_k(full, v["truth"])
 
 # %% ../../nbs/34_models.ranker.ipynb #4364c515
+def _subset(x: Interactions, keep: np.ndarray) -> Interactions:
+    return Interactions(x.users[keep], x.items[keep], x.weights[keep], None if x.times is None else x.times[keep],
+                        x.user_ids, x.item_ids)
+
+def _mean_report(reports: list, best: float) -> TrainReport:
+    "One report for an ensemble: members' histories tagged, throughput averaged, epochs and wall time summed."
+    tp = {k: float(np.mean([r.throughput[k] for r in reports])) for k in reports[0].throughput}
+    hist = [{**h, "member": i} for i, r in enumerate(reports) for h in r.history]
+    members = [dict(best_ndcg=r.best_ndcg, epochs=r.epochs, wall_s=r.wall_s) for r in reports]
+    return TrainReport(history=hist, throughput=tp, best_ndcg=best, epochs=sum(r.epochs for r in reports),
+                       wall_s=sum(r.wall_s for r in reports), world_size=reports[0].world_size,
+                       config={**reports[0].config, "members": members})
+
 class RankerRecommender(Recommender):
-    "Re-ranks a retriever's top-`n_candidates` with a DCN ranker trained listwise on graded play-count labels."
+    "Re-ranks a retriever's top-`n_candidates` with a DCN ranker (or a seed ensemble) trained listwise on graded play-count labels."
     name = "ranker"
     def __init__(self, retriever: Recommender, item_tags: torch.Tensor, n_tags: int, n_candidates: int = 100,
                  dim: int = 16, val_share: float = 0.15, train: TrainConfig | None = None,
-                 feature_models: tuple = ()):  # fitted recommenders whose scores become extra dense features
+                 feature_models: tuple = (),  # fitted recommenders whose candidate scores become extra dense features
+                 label_folds: int = 0,        # extra training lists from this many folds of train (base models refit without them)
+                 n_folds: int = 8,            # a fold is a random 1/n_folds of each user's training plays (8: about the validation share)
+                 ensemble: int = 1):          # networks trained from seeds seed, seed+1, ... (`DCNEnsemble`)
         self.retriever, self.item_tags, self.n_tags, self.n_candidates = retriever, item_tags, n_tags, n_candidates
         self.feature_models = tuple(feature_models)
         self.dim, self.val_share, self.train = dim, val_share, train or TrainConfig(loss="listwise", batch_size=32)
+        self.label_folds, self.n_folds, self.ensemble = label_folds, n_folds, ensemble
+        if not 0 <= label_folds <= n_folds: raise ValueError(f"label_folds must be in 0..n_folds={n_folds}, got {label_folds}")
+        if ensemble < 1: raise ValueError(f"ensemble must be at least 1, got {ensemble}")
         self.report_: TrainReport | None = None
 
     def params(self) -> dict:
         return {k: v for k, v in super().params().items() if k not in ("item_tags", "retriever", "feature_models")}
 
-    def _raw(self, users, items, scores):
-        raw = dense_features(self._stats, users, items, scores)
-        extra = [np.asarray(m.score_items(users, items), np.float32)[..., None] for m in self.feature_models]
+    def _features(self, stats, feature_models, users, items, scores):
+        raw = dense_features(stats, users, items, scores)
+        extra = [np.asarray(m.score_items(users, items), np.float32)[..., None] for m in feature_models]
         return np.concatenate([raw, *extra], -1) if extra else raw
+
+    def _raw(self, users, items, scores):
+        return self._features(self._stats, self.feature_models, users, items, scores)
+
+    def _lists(self, retriever, feature_models, stats, users, truth, exclude) -> dict:
+        "Candidate lists of `users` from `retriever` (`exclude` masked): ids, raw features and graded gains from `truth`."
+        items, scores = candidates(retriever, users, self.n_candidates, exclude)
+        return dict(user=users, items=items, raw=self._features(stats, feature_models, users, items, scores),
+                    gains=graded_gains(truth, users, items))
+
+    def fold_lists(self, train: Interactions, valid: Interactions) -> list[dict]:
+        "`label_folds` extra sets of lists: retriever and feature models refit on train minus a fold, labelled by the fold."
+        fold = np.random.default_rng([self.train.seed, 1]).integers(0, self.n_folds, len(train))
+        out = []
+        for f in range(self.label_folds):
+            rest, held = _subset(train, fold != f), _subset(train, fold == f)
+            retriever = clone(self.retriever).fit(rest, valid)
+            feats = [clone(m).fit(rest) for m in self.feature_models]
+            out.append(self._lists(retriever, feats, _stats(rest), np.unique(held.users), held.csr(),
+                                   (rest.csr() + valid.csr()).tocsr()))
+        return out
 
     def _tensors(self, users, exclude):
         items, scores = candidates(self.retriever, users, self.n_candidates, exclude)
@@ -166,35 +223,47 @@ class RankerRecommender(Recommender):
 
     def fit(self, train: Interactions, valid: Interactions, out_dir=None, resume_from=None,
             callbacks: list | None = None) -> RankerRecommender:
+        if resume_from is not None and self.ensemble > 1:
+            raise ValueError("resuming is supported for a single network (ensemble=1); an ensemble trains its members again")
         self._remember(train)
         seed_everything(self.train.seed)
         self._stats = _stats(train)
         self._seen = (train.csr() + valid.csr()).tocsr()
         users = np.unique(valid.users)
-        items, scores = candidates(self.retriever, users, self.n_candidates, self.train_)
-        raw = self._raw(users, items, scores)
-        self._mu, self._sd = raw.reshape(-1, raw.shape[-1]).mean(0), raw.reshape(-1, raw.shape[-1]).std(0) + 1e-6
-        dense = torch.from_numpy(((raw - self._mu) / self._sd).astype(np.float32))
-        gains = graded_gains(valid.csr(), users, items)
-        has = gains.sum(1) > 0
-        rng = np.random.default_rng(self.train.seed)
-        is_val = rng.random(len(users)) < self.val_share
-        tr, va = has & ~is_val, is_val
-        cfg = RankerConfig(train.n_users, train.n_items, self.n_tags, raw.shape[-1], self.dim)
-        self.net_ = DCNRanker(cfg, self.item_tags)
-        it = torch.from_numpy(items)
-        val = {"user": torch.from_numpy(users[va]), "items": it[va], "dense": dense[va], "truth": valid.csr()[users[va]]}
-        data = {"user": torch.from_numpy(users[tr]), "items": it[tr], "dense": dense[tr], "gains": torch.from_numpy(gains[tr])}
-        task = RankerTask(self.net_, self.train, val)
-        self.report_ = fit_task(task, data, out_dir=out_dir, resume_from=resume_from, callbacks=callbacks,
-                                config=self.config())
-        self.net_.eval()
+        main = self._lists(self.retriever, self.feature_models, self._stats, users, valid.csr(), self.train_)
+        is_val = np.random.default_rng(self.train.seed).random(len(users)) < self.val_share
+        lists = [{k: v[~is_val] for k, v in main.items()}, *self.fold_lists(train, valid)]
+        cat = {k: np.concatenate([l[k] for l in lists]) for k in main}
+        flat = cat["raw"].reshape(-1, cat["raw"].shape[-1])
+        self._mu, self._sd = flat.mean(0), flat.std(0) + 1e-6
+        norm = lambda raw: torch.from_numpy(((raw - self._mu) / self._sd).astype(np.float32))
+        has = cat["gains"].sum(1) > 0                            # lists whose held-out plays were retrieved
+        data = {"user": torch.from_numpy(cat["user"][has]), "items": torch.from_numpy(cat["items"][has]),
+                "dense": norm(cat["raw"][has]), "gains": torch.from_numpy(cat["gains"][has])}
+        val = {"user": torch.from_numpy(users[is_val]), "items": torch.from_numpy(main["items"][is_val]),
+               "dense": norm(main["raw"][is_val]), "truth": valid.csr()[users[is_val]]}
+        self._net_cfg = RankerConfig(train.n_users, train.n_items, self.n_tags, flat.shape[-1], self.dim)
+        members, reports = [], []
+        for i in range(self.ensemble):
+            cfg = replace(self.train, seed=self.train.seed + i)
+            seed_everything(cfg.seed)
+            net = DCNRanker(self._net_cfg, self.item_tags.clone())   # own tag buffer: members are saved side by side
+            sub = out_dir if out_dir is None or self.ensemble == 1 else Path(out_dir) / f"member{i}"
+            reports.append(fit_task(RankerTask(net, cfg, val), data, out_dir=sub, resume_from=resume_from,
+                                    callbacks=callbacks, config=self.config()))
+            members.append(net.eval())
+        self.net_ = members[0] if self.ensemble == 1 else DCNEnsemble(members).eval()
+        if self.ensemble == 1: self.report_ = reports[0]
+        else:
+            with torch.no_grad(): self.report_ = _mean_report(reports, RankerTask(self.net_, self.train, val).val_ndcg())
         return self
 
     def config(self) -> dict:
-        "Architecture, candidate count and training config."
-        return {"model": self.name, "net": asdict(self.net_.cfg), "n_candidates": self.n_candidates,
-                "retriever": type(self.retriever).__name__, "feature_models": [type(m).__name__ for m in self.feature_models],
+        "Architecture, candidate count, feature models, folds, ensemble size and training config."
+        return {"model": self.name, "net": asdict(self._net_cfg), "n_candidates": self.n_candidates,
+                "retriever": type(self.retriever).__name__,
+                "feature_models": [{"name": m.name, "params": m.params()} for m in self.feature_models],
+                "label_folds": self.label_folds, "n_folds": self.n_folds, "ensemble": self.ensemble,
                 "train": self.train.to_dict()}
 
     def score(self, users) -> np.ndarray:
@@ -220,14 +289,29 @@ class RankerRecommender(Recommender):
         return Path(out)
 
 # %% ../../nbs/34_models.ranker.ipynb #ad15353c
+def feature_model(spec,                  # {"name", "params"} from a ranker config (or a class name, as older artifacts wrote)
+                  data=None,             # `LastFM2K` (its friends table), for "friends"
+                  item_tags=None):       # [n_items, T] tag tokens, for "tag_profile"
+    "An unfitted feature model from its config entry."
+    from musicml.models.baselines import EASE
+    from musicml.models.side_info import FriendsListen, TagProfile
+    if isinstance(spec, str): spec = {"name": spec.lower(), "params": {}}
+    name, p = spec.get("name"), dict(spec.get("params", {}))
+    if name == "ease": return EASE(**p)
+    if name == "friends":
+        if data is None: raise ValueError("the friends feature needs the dataset's friends table (`data`)")
+        return FriendsListen(data.friends, **p)
+    if name == "tag_profile": return TagProfile(item_tags)
+    raise ValueError(f"feature model {name!r} cannot be rebuilt (known: ease, friends, tag_profile)")
+
 def load_ranker(art_dir,                       # directory written by `RankerRecommender.save` / `musicml train --model ranker`
                 data_path=None,                # Last.fm 2K directory (default `$MUSICML_DATA`); ignored when `split` is given
-                split=None, item_tags=None, n_tags=None):  # the training split and tag tensors, to skip reloading the dataset
-    "Rebuild a saved ranker with its retriever and feature models; returns `(RankerRecommender, split)`."
+                split=None, item_tags=None, n_tags=None,  # the training split and tag tensors, to skip reloading the dataset
+                data=None):                    # the loaded `LastFM2K` (friends feature), to skip reloading it
+    "Rebuild a saved ranker with its retriever and feature models (refit on the training split); returns `(RankerRecommender, split)`."
     import json
 
     from musicml.train.checkpoint import CheckpointError, _read_tensors, load_weights
-    from musicml.models.baselines import EASE
     from musicml.models.two_tower import item_tag_matrix, load_two_tower
     d = Path(art_dir)
     for f in ("config.json", "model.safetensors", "features.safetensors", "retriever/config.json"):
@@ -238,17 +322,22 @@ def load_ranker(art_dir,                       # directory written by `RankerRec
         from musicml.train.cli import _data
         data, split = _data("ranker", data_path)
         item_tags, n_tags = item_tag_matrix(data.tag_assignments, split.train.item_ids)
-    feats = []
-    for name in cfg["feature_models"]:
-        if name != "EASE":
-            raise CheckpointError(f"{d / 'config.json'}: feature model {name!r} cannot be rebuilt (only EASE is refit on load)")
-        feats.append(EASE().fit(split.train))
+    specs = cfg["feature_models"]
+    if data is None and any(isinstance(s, dict) and s.get("name") == "friends" for s in specs):
+        from musicml.data.lastfm import load_lastfm
+        data = load_lastfm(data_path)
+    try: feats = [feature_model(s, data, item_tags).fit(split.train) for s in specs]
+    except ValueError as e: raise CheckpointError(f"{d / 'config.json'}: {e}") from None
     retriever = load_two_tower(d / "retriever", split.train, item_tags, n_tags)
+    k = int(cfg.get("ensemble", 1))
     m = RankerRecommender(retriever, item_tags, n_tags, cfg["n_candidates"], cfg["net"]["dim"],
-                          train=TrainConfig(**cfg["train"]), feature_models=tuple(feats))
+                          train=TrainConfig(**cfg["train"]), feature_models=tuple(feats),
+                          label_folds=cfg.get("label_folds", 0), n_folds=cfg.get("n_folds", 8), ensemble=k)
     m._remember(split.train)
     m._stats, m._seen = _stats(split.train), (split.train.csr() + split.valid.csr()).tocsr()
     f = _read_tensors(d / "features.safetensors")
     m._mu, m._sd = f["mu"].numpy(), f["sd"].numpy()
-    m.net_ = load_weights(DCNRanker(RankerConfig(**cfg["net"]), item_tags), d / "model.safetensors").eval()
+    m._net_cfg = rc = RankerConfig(**cfg["net"])
+    net = DCNRanker(rc, item_tags) if k == 1 else DCNEnsemble([DCNRanker(rc, item_tags.clone()) for _ in range(k)])
+    m.net_ = load_weights(net, d / "model.safetensors").eval()
     return m, split

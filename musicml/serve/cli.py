@@ -38,7 +38,8 @@ def build_cmd(args) -> int:
         print("musicml serve build-artifacts: --sasrec needs --ranker (the ranker artifact holds the two-tower retriever)", file=sys.stderr)
         return 2
     if args.ranker:
-        d = build_trained_artifacts(args.out, args.ranker, args.sasrec, args.data_dir, version=args.version)
+        d = build_trained_artifacts(args.out, args.ranker, args.sasrec, args.data_dir, version=args.version,
+                                    ranker_members=args.ranker_members)
     else:
         d = build_lastfm_artifacts(args.out, args.data_dir, retrievers=tuple(r.strip() for r in args.retrievers.split(",") if r.strip()),
                                    version=args.version)
@@ -61,6 +62,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     b.add_argument("--data-dir", help="Last.fm 2K folder (default: $MUSICML_DATA)")
     b.add_argument("--ranker", help="`musicml train --model ranker` artifact directory (its two-tower retrieves, the DCN ranks)")
     b.add_argument("--sasrec", help="`musicml train --model sasrec` artifact directory (next-artist candidates)")
+    b.add_argument("--ranker-members", type=int, default=None,
+                   help="serve the first N networks of an ensemble ranker (default: all; fewer is faster, see docs/runbook.md)")
     b.add_argument("--retrievers", default="itemknn,als", help="without --ranker: baselines, comma-separated: itemknn, als, ease")
     b.add_argument("--version", help="version name (default: v + UTC time)")
     b.set_defaults(func=build_cmd)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.base import top_k
-from ..models.ranker import DCNRanker, RankerConfig
+from ..models.ranker import DCNEnsemble, DCNRanker, RankerConfig
 from ..models.sasrec import SASRec, SASRecConfig
 from ..models.two_tower import Tower, _mean_bag
 from ..optimize.core import RankerScorer
@@ -228,18 +228,32 @@ class SASRecRetriever(Exported, Retriever):
         r.onnx_file = config.get("onnx"); return r
 
 # %% ../../nbs/72a_serve.neural.ipynb #3b9535f9
-def _folded_dcn(cfg: RankerConfig, arrays: dict, prefix: str) -> DCNRanker:
-    "A folded `DCNRanker` (per-artist tag table, no tag embeddings) rebuilt from its arrays."
+def _folded_shell(cfg: RankerConfig) -> DCNRanker:
     net = DCNRanker(cfg, torch.zeros(cfg.n_items, 1, dtype=torch.long))
     net.tag_emb, net.item_tags, net.tag_table = None, None, torch.zeros(cfg.n_items, cfg.dim)
+    return net
+
+def _folded_dcn(cfg: RankerConfig, arrays: dict, prefix: str, members: int = 1) -> DCNRanker | DCNEnsemble:
+    "A folded `DCNRanker` (per-artist tag table, no tag embeddings), or a `DCNEnsemble` of them, rebuilt from its arrays."
+    net = _folded_shell(cfg) if members == 1 else DCNEnsemble([_folded_shell(cfg) for _ in range(members)])
     return load_module(net, arrays, prefix)
+
+def _with_unknown_user(net: DCNRanker | DCNEnsemble) -> DCNRanker | DCNEnsemble:
+    "Append a mean-user row to the user table (of every member): the row unknown users are scored with."
+    for n in (net.members if isinstance(net, DCNEnsemble) else [net]):
+        with torch.no_grad():
+            w = n.user_emb.weight
+            n.user_emb = nn.Embedding.from_pretrained(torch.cat([w, w.mean(0, keepdim=True)]), freeze=True)
+        n.cfg = RankerConfig(**{**vars(n.cfg), "n_users": n.cfg.n_users + 1})
+    if isinstance(net, DCNEnsemble): net.cfg = net.members[0].cfg
+    return net
 
 @register_stage
 class DCNRankerStage(Exported):
     "The trained DCN ranker: its training features computed from the serving stages, one batched forward per micro-batch."
     kind = "dcn"
     file_suffix = ".safetensors"                                   # network weights: no pickle, no code
-    def __init__(self, net: DCNRanker,            # folded; the user table's last row is for users it never saw
+    def __init__(self, net: DCNRanker | DCNEnsemble,  # folded; the user table's last row is for users it never saw
                  mu: np.ndarray, sd: np.ndarray,  # feature normalisation from training
                  stats: dict,                     # log1p training counts: item_listeners, item_plays, user_items, user_plays
                  retrieval: str = "two_tower",    # stage whose score and rank the ranker was trained on
@@ -248,6 +262,7 @@ class DCNRankerStage(Exported):
         self.stats = {k: np.asarray(v, np.float32) for k, v in stats.items()}
         self.retrieval, self.features = retrieval, tuple(features)
         self.unknown_user = net.cfg.n_users - 1
+        self.members = len(net.members) if isinstance(net, DCNEnsemble) else 1
         self.needs = (retrieval, *self.features)                          # stages a bundle must hold
         self.scorer = RankerScorer(self.net).eval()                       # (users [b], items [b, m], dense [b, m, F]) -> [b, m]
     axes = {"users": {0: "batch"}, "items": {0: "batch", 1: "candidates"}, "dense": {0: "batch", 1: "candidates"}}
@@ -257,15 +272,17 @@ class DCNRankerStage(Exported):
         return (torch.zeros(1, dtype=torch.long), torch.arange(m)[None], torch.zeros(1, m, len(self.mu)))
 
     @classmethod
-    def from_model(cls, m, retrieval: str = "two_tower", features: tuple = ("ease",)) -> DCNRankerStage:
+    def from_model(cls, m, retrieval: str = "two_tower", features: tuple = ("ease",),
+                   members: int | None = None) -> DCNRankerStage:  # serve the first `members` networks of an ensemble (None: all)
         "From a fitted `RankerRecommender`: folded, with a mean-user row appended."
         if len(features) != len(m.feature_models):
             raise ValueError(f"the ranker was trained with {len(m.feature_models)} feature models; got feature stages {features}")
-        net = m.net_.folded()
-        with torch.no_grad():
-            w = net.user_emb.weight
-            net.user_emb = nn.Embedding.from_pretrained(torch.cat([w, w.mean(0, keepdim=True)]), freeze=True)
-        net.cfg = RankerConfig(**{**vars(net.cfg), "n_users": net.cfg.n_users + 1})
+        net = m.net_
+        if isinstance(net, DCNEnsemble) and members is not None:
+            if not 1 <= members <= len(net.members):
+                raise ValueError(f"members must be in 1..{len(net.members)} (the ensemble's size), got {members}")
+            net = net.members[0] if members == 1 else DCNEnsemble(list(net.members)[:members])   # one: its own order
+        net = _with_unknown_user(net.folded())
         listeners, plays, u_n, u_plays = m._stats
         return cls(net, m._mu, m._sd, dict(item_listeners=listeners, item_plays=plays, user_items=u_n, user_plays=u_plays),
                    retrieval, features)
@@ -290,16 +307,18 @@ class DCNRankerStage(Exported):
     def rank(self, stages: dict, popularity: np.ndarray, hist: sp.csr_matrix, users: np.ndarray, items: np.ndarray,
              memo: list | None = None) -> np.ndarray:
         "Scores `[b, m]` of candidates `items` (-1 padding scores -inf)."
+        # padding is scored as artist 0; in an ensemble it then takes part in the per-list z-scoring (rare: only when
+        # retrieval found fewer than m candidates), which can shift the real candidates' order slightly
         s = self.run(np.where(users >= 0, users, self.unknown_user).astype(np.int64), np.maximum(items, 0).astype(np.int64),
                      self.dense(stages, hist, users, items, memo))            # [b, m]
         return np.where(items >= 0, s, -np.inf).astype(np.float32)
 
     def state(self):
         return ({"mu": self.mu, "sd": self.sd, **{f"stats/{k}": v for k, v in self.stats.items()}, **module_arrays(self.net, "net")},
-                {"net": vars(self.net.cfg), "retrieval": self.retrieval, "features": list(self.features)})
+                {"net": vars(self.net.cfg), "retrieval": self.retrieval, "features": list(self.features), "members": self.members})
     @classmethod
     def from_state(cls, arrays, config):
         stats = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("stats/")}
-        r = cls(_folded_dcn(RankerConfig(**config["net"]), arrays, "net"), arrays["mu"], arrays["sd"], stats,
+        r = cls(_folded_dcn(RankerConfig(**config["net"]), arrays, "net", config.get("members", 1)), arrays["mu"], arrays["sd"], stats,
                 config["retrieval"], tuple(config["features"]))
         r.onnx_file = config.get("onnx"); return r

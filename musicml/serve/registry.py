@@ -23,10 +23,11 @@ from ..core import get_logger
 from ..data.datasets import sha256_file
 from ..data.interactions import Interactions
 from ..models.baselines import ALS, EASE, ItemKNN
+from ..models.side_info import FriendsListen, TagProfile
 from . import neural  # noqa: F401  (registers the trained stage kinds: two_tower, sasrec, dcn)
 from .neural import DCNRankerStage, SASRecRetriever, TwoTowerRetriever
 from .stages import (STAGES, ArtifactError, BlendRanker, EASERetriever, EmbeddingRetriever,
-                                  ItemKNNRetriever, load_arrays, save_arrays, tag_vectors)
+                                  FriendsStage, ItemKNNRetriever, TagProfileStage, load_arrays, save_arrays, tag_vectors)
 
 log = get_logger("musicml.serve.registry")
 
@@ -152,15 +153,20 @@ def trained_stages(x: Interactions,        # the bundle's interactions (its user
                    ranker,                 # fitted `RankerRecommender` whose retriever is a `TwoTowerRecommender`
                    sasrec=None,            # fitted `SASRecRecommender` (optional)
                    sequences: Interactions | None = None,  # dated events over SASRec's id maps: the stored sequences
+                   ranker_members: int | None = None,      # serve the first N networks of an ensemble ranker (None: all)
                   ) -> tuple[dict, DCNRankerStage]:
     "`({name: (stage, role)}, ranking stage)` for trained models."
     if ranker.n_items_ != x.n_items or ranker.n_users_ != x.n_users:
         raise ValueError(f"the ranker was trained on {ranker.n_users_} users x {ranker.n_items_} artists; the bundle has {x.n_users} x {x.n_items}")
     stages = {"two_tower": (TwoTowerRetriever.from_model(ranker.retriever), "retriever")}
     feats = []
-    for fm in ranker.feature_models:
-        if not isinstance(fm, EASE): raise ValueError(f"feature model {type(fm).__name__} has no serving stage (EASE has)")
-        stages["ease"] = (EASERetriever.from_model(fm), "feature"); feats.append("ease")
+    for fm in ranker.feature_models:                             # each becomes a feature stage, in training order
+        if isinstance(fm, EASE): name, st = "ease", EASERetriever.from_model(fm)
+        elif isinstance(fm, FriendsListen): name, st = ("friends_share" if fm.share else "friends"), FriendsStage.from_model(fm)
+        elif isinstance(fm, TagProfile): name, st = "tag_profile", TagProfileStage.from_model(fm)
+        else: raise ValueError(f"feature model {type(fm).__name__} has no serving stage (EASE, FriendsListen and TagProfile have)")
+        if name in stages: raise ValueError(f"two feature models would both serve as stage {name!r}")
+        stages[name] = (st, "feature"); feats.append(name)
     if sasrec is not None:
         if sequences is None or sequences.n_items != sasrec.n_items_:
             raise ValueError("SASRec needs `sequences` over its own id maps (the dated events it was trained on)")
@@ -173,14 +179,15 @@ def trained_stages(x: Interactions,        # the bundle's interactions (its user
         offsets = np.concatenate([[0], np.cumsum(n)])
         items = sq.items[np.repeat(bu >= 0, lens)]               # id maps are sorted, so users keep their order
         stages["sasrec"] = (SASRecRetriever(sasrec.net_, to_bundle, offsets, items, x.n_items), "retriever")
-    return stages, DCNRankerStage.from_model(ranker, "two_tower", tuple(feats))
+    return stages, DCNRankerStage.from_model(ranker, "two_tower", tuple(feats), ranker_members)
 
 def build_trained_artifacts(out: Path,                  # models directory
                             ranker_dir: Path,           # `musicml train --model ranker` artifact (holds its two-tower)
                             sasrec_dir: Path | None = None,  # `musicml train --model sasrec` artifact
                             data_dir: str | None = None,     # Last.fm 2K folder (default: $MUSICML_DATA)
                             version: str | None = None,
-                            export: bool = True) -> Path:    # serve the networks with ONNX Runtime (else torch eager)
+                            export: bool = True,             # serve the networks with ONNX Runtime (else torch eager)
+                            ranker_members: int | None = None) -> Path:  # networks of an ensemble ranker to serve (None: all)
     "A serving bundle of the trained two-tower, SASRec and DCN ranker on Last.fm 2K (plus ItemKNN for /similar)."
     from musicml.data.interactions import artist_tag_matrix, lastfm_plays, lastfm_tag_sequences
     from musicml.data.lastfm import load_lastfm
@@ -201,13 +208,14 @@ def build_trained_artifacts(out: Path,                  # models directory
     if want is not None and want != got:
         raise ArtifactError(f"{ranker_dir}: trained on split {want}, but this data gives {got}")
     tags, n_tags = item_tag_matrix(d.tag_assignments, split.train.item_ids)
-    rk, _ = load_ranker(ranker_dir, split=split, item_tags=tags, n_tags=n_tags)
+    rk, _ = load_ranker(ranker_dir, split=split, item_tags=tags, n_tags=n_tags, data=d)
     sas = seqs = None
     if sasrec_dir is not None:
         prov["sasrec"] = checked(sasrec_dir, "sasrec")
         seqs = lastfm_tag_sequences(d)
         sas = load_sasrec(sasrec_dir, leave_one_out(seqs).train)
-    stages, ranker = trained_stages(x, rk, sas, seqs)
+    stages, ranker = trained_stages(x, rk, sas, seqs, ranker_members)
+    prov["ranker"]["served_members"] = ranker.members
     names = dict(zip(d.artists["artist_id"].tolist(), d.artists["name"].tolist()))
     return build_artifacts(x, out, (), item_names=np.array([str(names.get(int(i), "")) for i in x.item_ids]),
                            tags=artist_tag_matrix(d, x.item_ids), version=version, extra_stages=stages, ranker=ranker,
@@ -295,7 +303,7 @@ def build_synthetic_artifacts(out: Path,            # models directory
 
 def build_synthetic_trained_artifacts(out: Path, version: str | None = None, n_users: int = 300, n_items: int = 1000,
                                       n_interactions: int = 15_000, seed: int = 0, epochs: int = 3, export: bool = True) -> Path:
-    "A bundle of small trained models (two-tower, SASRec, DCN ranker with the EASE feature) on a synthetic log."
+    "A bundle of small trained models (two-tower, SASRec, a two-network DCN ensemble with EASE, friends and tag-profile features) on a synthetic log."
     import torch
     from musicml.data.splits import leave_one_out, random_split
     from musicml.models.ranker import RankerRecommender
@@ -306,8 +314,12 @@ def build_synthetic_trained_artifacts(out: Path, version: str | None = None, n_u
     tok, n_tags, split = torch.from_numpy(tok), int(tok.max()), random_split(x, seed=seed)
     cfg = lambda **kw: TrainConfig(max_epochs=epochs, seed=seed, **kw)
     tt = TwoTowerRecommender(tok, n_tags, dim=16, train=cfg(loss="in_batch", logq=True, batch_size=256)).fit(split.train, split.valid)
-    rk = RankerRecommender(tt, tok, n_tags, n_candidates=50, dim=8, feature_models=(EASE(l2=10.0).fit(split.train),),
-                           train=cfg(loss="listwise", batch_size=32)).fit(split.train, split.valid)
+    rng = np.random.default_rng(seed)                           # a random friendship graph: about 5 friends per user
+    a, b = rng.choice(x.user_ids, 3 * n_users), rng.choice(x.user_ids, 3 * n_users)
+    friends = {"user_id": np.concatenate([a, b]), "friend_id": np.concatenate([b, a])}
+    feats = (EASE(l2=10.0), FriendsListen(friends), FriendsListen(friends, share=True), TagProfile(tok))
+    rk = RankerRecommender(tt, tok, n_tags, n_candidates=50, dim=8, feature_models=tuple(f.fit(split.train) for f in feats),
+                           ensemble=2, train=cfg(loss="listwise", batch_size=32)).fit(split.train, split.valid)
     seq = raw.first_occurrences(); loo = leave_one_out(seq)
     sas = SASRecRecommender(max_len=20, dim=16, heads=2, layers=1,
                             train=cfg(loss="sampled", n_negatives=128, batch_size=128)).fit(loo.train, loo.valid)

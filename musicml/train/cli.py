@@ -35,10 +35,13 @@ RECIPES = {
         "optimized": dict(model=dict(), train=dict(loss="in_batch", logq=True, batch_size=1024, lr=1e-3, base_batch_size=1024,
                                                    weight_decay=0.1, patience=3)),
     },
-    # the ranker re-ranks the optimized two-tower's top 100; "optimized" adds EASE's score as a feature
+    # the ranker re-ranks the optimized two-tower's top 100. "optimized" stacks: EASE, friends' listening and tag-profile
+    # scores as features, two folds of training plays as extra labelled lists (base models refit without them), and a
+    # five-seed ensemble (benchmarks_nbs/retrieval_ranking.ipynb measures each step)
     "ranker": {
         "reference": dict(model=dict(ease_feature=False), train=dict(loss="listwise", batch_size=32, lr=2e-3, patience=4)),
-        "optimized": dict(model=dict(ease_feature=True), train=dict(loss="listwise", batch_size=32, lr=2e-3, patience=4)),
+        "optimized": dict(model=dict(ease_feature=True, side_features=True, label_folds=2, ensemble=5),
+                          train=dict(loss="listwise", batch_size=32, lr=2e-3, patience=4)),
     },
 }
 
@@ -74,9 +77,12 @@ def build_model(model: str, recipe: str, d=None, split=None, **overrides):
         return TwoTowerRecommender(tags, n_tags, train=cfg, **kw)
     from musicml.models.baselines import EASE
     from musicml.models.ranker import RankerRecommender
+    from musicml.models.side_info import FriendsListen, TagProfile
     retriever = build_model("two_tower", "optimized", d, split, max_epochs=30, progress=cfg.progress).fit(split.train, split.valid)
-    feats = (EASE().fit(split.train),) if kw.get("ease_feature") else ()
-    return RankerRecommender(retriever, tags, n_tags, n_candidates=100, feature_models=feats, train=cfg)
+    feats = [EASE()] if kw.get("ease_feature") else []
+    if kw.get("side_features"): feats += [FriendsListen(d.friends), FriendsListen(d.friends, share=True), TagProfile(tags)]
+    return RankerRecommender(retriever, tags, n_tags, n_candidates=100, feature_models=tuple(f.fit(split.train) for f in feats),
+                             label_folds=kw.get("label_folds", 0), ensemble=kw.get("ensemble", 1), train=cfg)
 
 def train_model(model: str, out, recipe: str = "optimized", data_path=None, resume_from=None, **overrides) -> dict:
     "Train `model` on Last.fm 2K, evaluate on the test split and write the artifact directory `out`; returns metrics."
@@ -102,7 +108,7 @@ def train_model(model: str, out, recipe: str = "optimized", data_path=None, resu
     elif model == "two_tower":
         save_checkpoint(art, m.net_, m.config())
         save_file({"item_embeddings": m.item_embeddings()}, str(art / "item_embeddings.safetensors"))
-    else:  # ranker: weights, feature normalisation and the retriever under retriever/ (EASE is refit on load: `load_ranker`)
+    else:  # ranker: weights, feature normalisation and the retriever under retriever/ (feature models are refit on load: `load_ranker`)
         m.save(art)
         save_file({"item_embeddings": m.retriever.item_embeddings()}, str(art / "retriever/item_embeddings.safetensors"))
     (art / "metrics.json").write_text(json.dumps(metrics, indent=1, default=float))
