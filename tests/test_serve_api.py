@@ -10,10 +10,11 @@ from musicml.serve.loadgen import ServerProcess
 from musicml.serve.registry import build_synthetic_artifacts, build_synthetic_trained_artifacts, load_arrays
 
 # every endpoint test runs against both kinds of bundle: baselines with the blend ranker, and trained models
-# (two-tower + SASRec retrieval, DCN ranker with the EASE feature, ItemKNN for /similar)
+# (two-tower + SASRec retrieval, a DCN ensemble with EASE, friends and tag-profile features, ItemKNN for /similar)
 BUNDLES = {"baselines": (build_synthetic_artifacts, {"itemknn": "itemknn", "als": "embedding", "ranker": "blend"}),
            "trained": (build_synthetic_trained_artifacts, {"two_tower": "two_tower", "sasrec": "sasrec", "ease": "ease",
-                                                           "itemknn": "itemknn", "ranker": "dcn"})}
+                                                           "friends": "friends", "friends_share": "friends",
+                                                           "tag_profile": "tag_profile", "itemknn": "itemknn", "ranker": "dcn"})}
 
 
 @pytest.fixture(scope="module", params=sorted(BUNDLES))

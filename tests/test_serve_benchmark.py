@@ -21,5 +21,6 @@ def test_serving_load_notebook(tmp_path):
     assert set(res["sweep"]) == {"on", "off"} and res["main"]["requests"] == 80
     assert res["environment"]["cores"] >= 1 and set(res["model_path"]) == {"1", "4", "16", "32"}
     assert res["main"]["server_stats"]["cpu_ms_per_request"]["server"] > 0
-    assert {s["kind"] for s in res["bundle"]["stages"].values()} == {"two_tower", "sasrec", "ease", "itemknn", "dcn"}
+    assert {s["kind"] for s in res["bundle"]["stages"].values()} == {"two_tower", "sasrec", "ease", "friends", "tag_profile",
+                                                                     "itemknn", "dcn"}
     assert (tmp_path / "serving_sweep.png").stat().st_size > 10_000 and (tmp_path / "serving_main.png").exists()
