@@ -14,16 +14,25 @@ from ..data.interactions import Interactions
 from .base import Recommender
 
 # %% auto #0
-__all__ = ['gather_rows', 'friend_matrix', 'friends_feature', 'FriendsListen', 'tag_bags', 'tag_profiles', 'profile_scores',
-           'TagProfile']
+__all__ = ['gather_rows', 'friend_matrix', 'friends_feature', 'FriendsListen', 'tag_bags', 'tag_profiles', 'padded_bags',
+           'profile_match', 'TagProfile']
 
 # %% ../../nbs/35_models.side_info.ipynb #fb3cbd05
-def gather_rows(m: sp.csr_matrix, items: np.ndarray, chunk: int = 256) -> np.ndarray:
-    "`m[r, items[r, j]]` as a dense `[b, k]` float32 array (`m` is `[b, n]`; entries not stored are 0; -1 = padding, 0)."
-    m, out = sp.csr_matrix(m), np.empty(items.shape, np.float32)
-    for a in range(0, len(items), chunk):                             # dense row blocks: a take is cheaper than a sparse lookup
-        out[a:a + chunk] = np.take_along_axis(m[a:a + chunk].toarray(), np.maximum(items[a:a + chunk], 0), axis=1)
-    return np.where(items >= 0, out, 0).astype(np.float32)
+def gather_rows(m: sp.csr_matrix,     # [n_rows, n] sparse matrix
+                rows: np.ndarray,     # [b] row of `m` for each query (-1: no row, all 0)
+                items: np.ndarray,    # [b, k] columns to read per query (-1 = padding, 0)
+                chunk: int = 256) -> np.ndarray:
+    "`m[rows[r], items[r, j]]` as a dense `[b, k]` float32 array (entries not stored are 0)."
+    m, rows, out = sp.csr_matrix(m), np.asarray(rows), np.zeros(items.shape, np.float32)
+    for a in range(0, len(rows), chunk):                              # dense row blocks, filled from indptr/indices/data
+        r = rows[a:a + chunk]; lo = m.indptr[np.maximum(r, 0)]
+        n = np.where(r >= 0, m.indptr[np.maximum(r, 0) + 1] - lo, 0)
+        at = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n) + np.repeat(lo, n)
+        dense = np.zeros((len(r), m.shape[1]), np.float32)
+        dense[np.repeat(np.arange(len(r)), n), m.indices[at]] = m.data[at]
+        out[a:a + chunk] = np.take_along_axis(dense, np.maximum(items[a:a + chunk], 0), axis=1)
+    out[items < 0] = 0
+    return out
 
 # %% ../../nbs/35_models.side_info.ipynb #16ea0301
 def friend_matrix(friends,                 # table with raw `user_id` and `friend_id` columns (Last.fm's user_friends.dat)
@@ -64,7 +73,7 @@ class FriendsListen(Recommender):
         return friends_feature(c, self.n_friends_[users], self.share)
     def score_items(self, users, items) -> np.ndarray:
         users = np.asarray(users)
-        return friends_feature(gather_rows(self.listens_[users], items), self.n_friends_[users], self.share)
+        return friends_feature(gather_rows(self.listens_, users, items), self.n_friends_[users], self.share)
 
 # %% ../../nbs/35_models.side_info.ipynb #7e8f6793
 def tag_bags(item_tags) -> sp.csr_matrix:      # [n_items, T] tag tokens, 0 = padding (`two_tower.item_tag_matrix`)
@@ -83,14 +92,30 @@ def tag_profiles(hist: sp.csr_matrix, bags: sp.csr_matrix) -> sp.csr_matrix:
     n = np.maximum(np.diff(h.indptr), 1)
     return (sp.diags(1 / n.astype(np.float32)) @ h @ bags).tocsr()
 
-def profile_scores(profiles: sp.csr_matrix, bags: sp.csr_matrix, items: np.ndarray) -> np.ndarray:
-    "Dot product of row `r` of `profiles` with the bag of each candidate `items[r]` `[b, k]` (-1 = padding, 0)."
-    b, k = items.shape
-    p = profiles.toarray()                                            # [b, n_tags + 1]: a few hundred rows at most
-    c = bags[np.maximum(items, 0).ravel()]                            # [b*k, n_tags + 1] candidates' bags
-    grp = np.repeat(np.arange(b * k), np.diff(c.indptr))
-    out = np.bincount(grp, weights=c.data * p[grp // k, c.indices], minlength=b * k).reshape(b, k)
-    return np.where(items >= 0, out, 0).astype(np.float32)
+def padded_bags(bags: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    "Tag bags as fixed-width arrays: tag ids `[n_items, W]` (0, the padding token, where an artist has fewer) and weights."
+    n = np.diff(bags.indptr); w = max(int(n.max(initial=0)), 1)
+    rows = np.repeat(np.arange(bags.shape[0]), n); pos = np.arange(len(rows)) - bags.indptr[rows]
+    ids, wts = np.zeros((bags.shape[0], w), np.int32), np.zeros((bags.shape[0], w), np.float32)
+    ids[rows, pos], wts[rows, pos] = bags.indices, bags.data
+    return ids, wts
+
+def profile_match(hist: sp.csr_matrix,   # [b, n_items] histories (each stored artist counts once)
+                  ids: np.ndarray, wts: np.ndarray, n_tags: int,  # `padded_bags` and the bag matrix's column count
+                  items: np.ndarray,     # [b, k] candidates (-1 = padding, 0)
+                  chunk: int = 256) -> np.ndarray:
+    "Each candidate's bag · the history's mean bag `[b, k]`: dense profile rows, then the candidate's W tags looked up."
+    h, out = sp.csr_matrix(hist), np.zeros(items.shape, np.float32)
+    for a in range(0, h.shape[0], chunk):
+        hc = h if h.shape[0] <= chunk else h[a:a + chunk]; b = hc.shape[0]   # a server batch: one block, no slicing
+        rows = np.repeat(np.arange(b), np.diff(hc.indptr))
+        w = wts[hc.indices] / np.maximum(np.diff(hc.indptr), 1)[rows, None]          # [nnz, W]
+        prof = np.bincount((rows[:, None] * n_tags + ids[hc.indices]).ravel(), weights=w.ravel(),
+                           minlength=b * n_tags).reshape(b, n_tags)                 # [b, n_tags] mean bags
+        it = np.maximum(items[a:a + chunk], 0)
+        out[a:a + chunk] = (prof[np.arange(b)[:, None, None], ids[it]] * wts[it]).sum(-1)   # [b, k]
+    out[items < 0] = 0
+    return out
 
 class TagProfile(Recommender):
     "Cosine-style match between an artist's tag bag and the user's mean tag bag."
@@ -104,9 +129,10 @@ class TagProfile(Recommender):
         if len(self.item_tags) != train.n_items:
             raise ValueError(f"item_tags has {len(self.item_tags)} rows; the training data has {train.n_items} artists")
         self.bags_ = tag_bags(self.item_tags)
+        self.ids_, self.wts_ = padded_bags(self.bags_)
         self.profiles_ = tag_profiles(train.csr(), self.bags_)
         return self
     def score(self, users) -> np.ndarray:
         return np.asarray((self.profiles_[np.asarray(users)] @ self.bags_.T).todense(), np.float32)
     def score_items(self, users, items) -> np.ndarray:
-        return profile_scores(self.profiles_[np.asarray(users)], self.bags_, items)
+        return profile_match(self.train_[np.asarray(users)], self.ids_, self.wts_, self.bags_.shape[1], items)

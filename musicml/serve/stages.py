@@ -16,12 +16,12 @@ from scipy.sparse.linalg import svds
 
 from ..models.base import top_k
 from ..models.baselines import ALS, EASE, ItemKNN, _topk_per_row, reweight
-from ..models.side_info import FriendsListen, TagProfile, friends_feature
+from ..models.side_info import FriendsListen, TagProfile, friends_feature, gather_rows, profile_match
 
 # %% auto #0
-__all__ = ['STAGES', 'ArtifactError', 'save_arrays', 'load_arrays', 'stack_rows', 'Retriever', 'ItemKNNRetriever',
-           'EmbeddingRetriever', 'EASERetriever', 'FriendsStage', 'padded_bags', 'TagProfileStage', 'BlendRanker',
-           'tag_vectors', 'mmr', 'mmr_batch', 'register_stage']
+__all__ = ['STAGES', 'ArtifactError', 'save_arrays', 'load_arrays', 'Retriever', 'ItemKNNRetriever', 'EmbeddingRetriever',
+           'EASERetriever', 'FriendsStage', 'TagProfileStage', 'BlendRanker', 'tag_vectors', 'mmr', 'mmr_batch',
+           'register_stage']
 
 # %% ../../nbs/72_serve.stages.ipynb #6f70536d
 class ArtifactError(Exception):
@@ -71,12 +71,6 @@ def _sparse_topk(m: sp.csr_matrix, n: int):
     order = np.lexsort((-m.data, rows)); pos = np.arange(len(order)) - m.indptr[rows[order]]
     idx[rows[order], pos], val[rows[order], pos] = m.indices[order], m.data[order]
     return idx, val
-
-def stack_rows(rows: list) -> sp.csr_matrix:
-    "Stack one-row CSR matrices (cheaper than `sp.vstack` for the small batches serving sees)."
-    indptr = np.zeros(len(rows) + 1, np.int64); np.cumsum([r.nnz for r in rows], out=indptr[1:])
-    return sp.csr_matrix((np.concatenate([r.data for r in rows]), np.concatenate([r.indices for r in rows]), indptr),
-                         shape=(len(rows), rows[0].shape[1]))
 
 class Retriever:
     "Candidate generator over the whole catalog; subclasses set `kind` and implement `scores` or `retrieve`."
@@ -225,42 +219,21 @@ class FriendsStage:
     @classmethod
     def from_model(cls, m: FriendsListen) -> FriendsStage: return cls(m.listens_, m.n_friends_, m.share)
     def score_items(self, hist, users, items, memo=None) -> np.ndarray:
-        known, u = users >= 0, np.maximum(users, 0)
-        L = self.listens; lo, hi = L.indptr[u], L.indptr[u + 1]
-        n = np.where(known, hi - lo, 0)                                   # unknown users: no row
-        rows = np.repeat(np.arange(len(u)), n)
-        at = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n) + np.repeat(lo, n)
-        dense = np.zeros((len(u), L.shape[1]), np.float32); dense[rows, L.indices[at]] = L.data[at]   # the users' rows
-        c = np.where(items >= 0, np.take_along_axis(dense, np.maximum(items, 0), axis=1), 0)
-        return friends_feature(c, np.where(known, self.n_friends[u], 0), self.share)
+        known = users >= 0                                                # unknown users (-1): no row, no friends
+        return friends_feature(gather_rows(self.listens, users, items), np.where(known, self.n_friends[np.maximum(users, 0)], 0), self.share)
     def state(self): return {"listens": self.listens, "n_friends": self.n_friends}, {"share": self.share}
     @classmethod
     def from_state(cls, arrays, config): return cls(arrays["listens"], arrays["n_friends"], config["share"])
 
-def padded_bags(bags: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
-    "Tag bags as fixed-width arrays: tag ids `[n_items, W]` (0, the padding token, where an artist has fewer) and weights."
-    n = np.diff(bags.indptr); w = max(int(n.max(initial=0)), 1)
-    rows = np.repeat(np.arange(bags.shape[0]), n); pos = np.arange(len(rows)) - bags.indptr[rows]
-    ids, wts = np.zeros((bags.shape[0], w), np.int32), np.zeros((bags.shape[0], w), np.float32)
-    ids[rows, pos], wts[rows, pos] = bags.indices, bags.data
-    return ids, wts
-
 class TagProfileStage:
     "Tag-profile match of each candidate with the request's history (`TagProfile`'s score, on fixed-width bags)."
     kind = "tag_profile"
-    def __init__(self, ids: np.ndarray, wts: np.ndarray, n_tags: int):   # `padded_bags`; columns of the bag matrix
+    def __init__(self, ids: np.ndarray, wts: np.ndarray, n_tags: int):   # `side_info.padded_bags`; columns of the bag matrix
         self.ids, self.wts, self.n_tags = np.asarray(ids, np.int32), np.asarray(wts, np.float32), int(n_tags)
     @classmethod
-    def from_model(cls, m: TagProfile) -> TagProfileStage: return cls(*padded_bags(m.bags_), m.bags_.shape[1])
+    def from_model(cls, m: TagProfile) -> TagProfileStage: return cls(m.ids_, m.wts_, m.bags_.shape[1])
     def score_items(self, hist, users, items, memo=None) -> np.ndarray:
-        "Profiles as dense `[b, n_tags]` rows (mean bag of the history's artists), then each candidate's W tags looked up."
-        h = sp.csr_matrix(hist); b, T = h.shape[0], self.n_tags
-        rows = np.repeat(np.arange(b), np.diff(h.indptr))
-        w = self.wts[h.indices] / np.maximum(np.diff(h.indptr), 1)[rows, None]         # [nnz, W]
-        prof = np.bincount((rows[:, None] * T + self.ids[h.indices]).ravel(), weights=w.ravel(), minlength=b * T).reshape(b, T)
-        it = np.maximum(items, 0)
-        s = (prof[np.arange(b)[:, None, None], self.ids[it]] * self.wts[it]).sum(-1)   # [b, m]
-        return np.where(items >= 0, s, 0).astype(np.float32)
+        return profile_match(hist, self.ids, self.wts, self.n_tags, items)
     def state(self): return {"ids": self.ids, "wts": self.wts}, {"n_tags": self.n_tags}
     @classmethod
     def from_state(cls, arrays, config): return cls(arrays["ids"], arrays["wts"], config["n_tags"])
