@@ -21,6 +21,8 @@ def test_serving_load_notebook(tmp_path):
     assert set(res["sweep"]) == {"on", "off"} and res["main"]["requests"] == 80
     assert res["environment"]["cores"] >= 1 and set(res["model_path"]) == {"1", "4", "16", "32"}
     assert res["main"]["server_stats"]["cpu_ms_per_request"]["server"] > 0
+    host = [res["main"][k] for k in ("host_busy", "host_idle", "host_steal")]   # the host's CPU shares over the run
+    assert abs(sum(host) - 1) < 1e-6 and host[0] > 0 and all("host_steal" in s for s in res["sweep"]["on"])
     assert {s["kind"] for s in res["bundle"]["stages"].values()} == {"two_tower", "sasrec", "ease", "friends", "tag_profile",
                                                                      "itemknn", "dcn"}
     assert (tmp_path / "serving_sweep.png").stat().st_size > 10_000 and (tmp_path / "serving_main.png").exists()

@@ -23,8 +23,8 @@ import httpx
 import numpy as np
 
 # %% auto #0
-__all__ = ['LOOPBACK', 'check_loopback', 'cpu_seconds', 'free_port', 'ServerProcess', 'LoadResult', 'open_loop', 'request_mix',
-           'sustainable', 'sustainable_rps', 'sweep', 'server_stats']
+__all__ = ['LOOPBACK', 'check_loopback', 'cpu_seconds', 'host_cpu', 'host_shares', 'free_port', 'ServerProcess', 'LoadResult',
+           'open_loop', 'request_mix', 'sustainable', 'sustainable_rps', 'sweep', 'server_stats']
 
 # %% ../../nbs/79_serve.loadgen.ipynb #dde99fc8
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -40,6 +40,19 @@ def cpu_seconds(pid: int) -> float | None:
     try: f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError: return None
     return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+def host_cpu() -> np.ndarray | None:
+    "The machine's CPU time so far from `/proc/stat`, summed over CPUs: (busy, idle, steal) in clock ticks; None without /proc."
+    try: f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError): return None
+    f += [0] * (8 - len(f))                    # user nice system idle iowait irq softirq steal (guest time is inside user)
+    return np.array([f[0] + f[1] + f[2] + f[5] + f[6], f[3] + f[4], f[7]], np.int64)
+
+def host_shares(before: np.ndarray | None, after: np.ndarray | None) -> dict:
+    "Shares of all CPUs' time between two `host_cpu()` readings: busy (every process), idle, steal (the hypervisor's)."
+    if before is None or after is None: return {}
+    d = (after - before).astype(float); tot = max(d.sum(), 1.0)
+    return {"host_busy": float(d[0] / tot), "host_idle": float(d[1] / tot), "host_steal": float(d[2] / tot)}
 
 def free_port() -> int:
     "A TCP port that is free on 127.0.0.1 right now."
@@ -121,6 +134,7 @@ class LoadResult:
     status: np.ndarray = field(repr=False)     # HTTP status, 0 = transport error, timeout or overload
     degraded: np.ndarray = field(repr=False)   # response said degraded
     wall_s: float = 0.0
+    host: dict = field(default_factory=dict)   # `host_shares` over the run (empty without /proc)
 
     def summary(self) -> dict:
         "Percentiles (ms), achieved rps, error and degraded counts."
@@ -130,7 +144,7 @@ class LoadResult:
                 "ok": int(ok.sum()), "errors": int((~ok).sum()), "degraded": int(self.degraded.sum()),
                 "achieved_rps": float(ok.sum() / self.wall_s) if self.wall_s else 0.0, **pct,
                 "max_ms": float(lat.max()) if len(lat) else float("nan"),
-                "status_counts": {str(s): int(c) for s, c in zip(*np.unique(self.status, return_counts=True))}}
+                "status_counts": {str(s): int(c) for s, c in zip(*np.unique(self.status, return_counts=True))}, **self.host}
 
 async def open_loop(url: str,                 # full endpoint URL (loopback only)
                     body,                     # callable i -> JSON body (POST), or None for GET
@@ -172,7 +186,7 @@ async def open_loop(url: str,                 # full endpoint URL (loopback only
         t = asyncio.ensure_future(coro); pending.add(t); t.add_done_callback(pending.discard)
     gc_on = gc.isenabled(); gc.collect(); gc.freeze(); gc.disable()     # no collector pauses in the generator
     try:
-        start = loop.time(); next_tick = 0.5
+        start = loop.time(); next_tick = 0.5; h0 = host_cpu()
         for i in range(n):
             delay = start + due[i] - loop.time()
             if delay > 0: await asyncio.sleep(delay)
@@ -183,12 +197,12 @@ async def open_loop(url: str,                 # full endpoint URL (loopback only
             if reserve: opened[0] += 1                       # reserve a connection slot now
             launch(one(i, start + due[i], reserve))
         if pending: await asyncio.wait(set(pending), timeout=timeout_s + 1)
-        wall = loop.time() - start
+        wall = loop.time() - start; host = host_shares(h0, host_cpu())
     finally:
         gc.unfreeze()
         if gc_on: gc.enable()
     for c, _ in idle: c.close()
-    return LoadResult(rps, duration_s, due, lat, status, degraded, wall)
+    return LoadResult(rps, duration_s, due, lat, status, degraded, wall, host)
 
 # %% ../../nbs/79_serve.loadgen.ipynb #13e0fae2
 def request_mix(user_ids: np.ndarray,    # known user ids
