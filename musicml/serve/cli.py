@@ -8,9 +8,12 @@ Docs: https://musicml.github.io/musicml/serve.cli.html.md"""
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
+import tempfile
 
-from .metrics import json_logging
+from .metrics import MULTIPROC_ENV, json_logging
 
 # %% auto #0
 __all__ = ['serve_cmd', 'build_cmd', 'add_parser', 'main']
@@ -23,12 +26,25 @@ def serve_cmd(args) -> int:
     over = {k: v for k, v in dict(models=args.models, host=args.host, port=args.port, max_batch=args.max_batch,
                                   max_wait_ms=args.max_wait_ms, reload_interval_s=args.reload_interval).items() if v is not None}
     if args.no_batching: over["batching"] = False
+    if args.processes is not None: over["processes"] = args.processes
     s = ServeSettings(**over)
+    if s.processes < 1:
+        print(f"musicml serve: --processes must be at least 1, got {s.processes}", file=sys.stderr); return 2
     json_logging(s.log_level)
     # no X-Forwarded-* rewriting (the service binds a private address; the front proxy owns those headers), no Server/Date
     # headers: three fewer steps per request
-    uvicorn.run(create_app(s), host=s.host, port=s.port, log_config=None, access_log=False, log_level="warning",
-                proxy_headers=False, server_header=False, date_header=False)
+    opts = dict(host=s.host, port=s.port, log_config=None, access_log=False, log_level="warning", proxy_headers=False,
+                server_header=False, date_header=False)
+    if s.processes == 1:
+        uvicorn.run(create_app(s), **opts); return 0
+    # several processes (uvicorn workers on one socket): each builds the app from the environment, so the flags go there,
+    # and their metrics meet in a directory made for this run (unless the caller chose one)
+    os.environ.update({f"MUSICML_SERVE_{k.upper()}": str(v) for k, v in over.items()})
+    own = not os.environ.get(MULTIPROC_ENV)
+    if own: os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="musicml-metrics-")
+    try: uvicorn.run("musicml.serve.service:create_app", factory=True, workers=s.processes, **opts)
+    finally:
+        if own: shutil.rmtree(os.environ.pop(MULTIPROC_ENV), ignore_errors=True)
     return 0
 
 def build_cmd(args) -> int:
@@ -55,6 +71,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=int); p.add_argument("--max-wait-ms", type=float)
     p.add_argument("--no-batching", action="store_true", help="one model call per request")
     p.add_argument("--reload-interval", type=float, help="seconds between checks of the models directory (0 = off)")
+    p.add_argument("--processes", type=int, help="service processes on the port (default 1; each loads the models, "
+                   "each has its own interpreter lock; the models directory is then checked every 2 s)")
     p.set_defaults(func=serve_cmd)
     sub = p.add_subparsers(dest="serve_command")
     b = sub.add_parser("build-artifacts", help="write a versioned serving bundle of trained models (or baselines) on Last.fm 2K")

@@ -35,11 +35,20 @@ def check_loopback(url: str) -> str:
     if host not in LOOPBACK: raise ValueError(f"load tests only target loopback (127.0.0.1); got host {host!r} in {url!r}")
     return url
 
-def cpu_seconds(pid: int) -> float | None:
-    "CPU seconds (user + system) process `pid` has used, from `/proc/<pid>/stat`; None where there is no /proc."
+def cpu_seconds(pid: int, children: bool = False) -> float | None:
+    "CPU seconds (user + system) process `pid` (and, with `children`, its live child processes) has used, from `/proc`; None without it."
     try: f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError: return None
-    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(cpu_seconds(c) or 0.0 for c in _children(pid)) if children else own
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for d in Path("/proc").glob("[0-9]*"):
+        try:
+            if int(d.joinpath("stat").read_text().rsplit(")", 1)[1].split()[1]) == pid: out.append(int(d.name))
+        except (OSError, ValueError, IndexError): pass
+    return out
 
 def host_cpu() -> np.ndarray | None:
     "The machine's CPU time so far from `/proc/stat`, summed over CPUs: (busy, idle, steal) in clock ticks; None without /proc."
@@ -98,8 +107,8 @@ class ServerProcess:
             try: self.proc.wait(10)
             except subprocess.TimeoutExpired: self.proc.kill(); self.proc.wait()
     def cpu_s(self) -> float | None:
-        "CPU seconds (user + system) the server process has used so far (Linux `/proc`; None elsewhere)."
-        return cpu_seconds(self.proc.pid) if self.proc else None
+        "CPU seconds (user + system) the server has used so far, its worker processes included (Linux `/proc`; None elsewhere)."
+        return cpu_seconds(self.proc.pid, children=True) if self.proc else None
     def __enter__(self): return self.start()
     def __exit__(self, *exc): self.stop()
 
@@ -244,13 +253,14 @@ async def sweep(url: str, body, levels, duration_s: float, max_inflight: int = 2
 def server_stats(url: str) -> dict:
     "Mean micro-batch size per stage, fallbacks and degraded responses from a server's /metrics."
     from prometheus_client.parser import text_string_to_metric_families
-    fams = {f.name: f for f in text_string_to_metric_families(httpx.get(check_loopback(url) + "/metrics").text)}
+    fams = {f.name: f.samples for f in text_string_to_metric_families(httpx.get(check_loopback(url) + "/metrics").text)}
+    # a family nothing has touched yet is absent when the service runs as several processes: no samples
     def total(fam, suffix, **lab):
-        return sum(s.value for s in fams[fam].samples if s.name == fam + suffix and all(s.labels.get(k) == v for k, v in lab.items()))
-    stages = sorted({s.labels["stage"] for s in fams["musicml_batch_size"].samples})
+        return sum(s.value for s in fams.get(fam, []) if s.name == fam + suffix and all(s.labels.get(k) == v for k, v in lab.items()))
+    stages = sorted({s.labels["stage"] for s in fams.get("musicml_batch_size", [])})
     return {"mean_batch_size": {st: total("musicml_batch_size", "_sum", stage=st) / max(total("musicml_batch_size", "_count", stage=st), 1)
                                 for st in stages},
             "batches": {st: total("musicml_batch_size", "_count", stage=st) for st in stages},
             "fallbacks": total("musicml_fallbacks", "_total"),
-            "responses_by_path": {s.labels["path"]: s.value for s in fams["musicml_recommendation_responses"].samples
+            "responses_by_path": {s.labels["path"]: s.value for s in fams.get("musicml_recommendation_responses", [])
                                   if s.name.endswith("_total")}}

@@ -10,12 +10,15 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import os
 import time
+from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 # %% auto #0
-__all__ = ['LATENCY_BUCKETS', 'BATCH_BUCKETS', 'request_id', 'ServeMetrics', 'JsonFormatter', 'json_logging']
+__all__ = ['LATENCY_BUCKETS', 'BATCH_BUCKETS', 'MULTIPROC_ENV', 'request_id', 'ServeMetrics', 'multiprocess_dir', 'exposition',
+           'ready_processes', 'JsonFormatter', 'json_logging']
 
 # %% ../../nbs/71_serve.metrics.ipynb #79b9b26e
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5)
@@ -27,7 +30,7 @@ class ServeMetrics:
         r = self.registry = CollectorRegistry()
         self.requests = Counter("musicml_requests", "HTTP requests by route and status", ["route", "method", "status"], registry=r)
         self.latency = Histogram("musicml_request_duration_seconds", "HTTP request latency", ["route"], buckets=LATENCY_BUCKETS, registry=r)
-        self.inflight = Gauge("musicml_inflight_requests", "Requests being served", registry=r)
+        self.inflight = Gauge("musicml_inflight_requests", "Requests being served", registry=r, multiprocess_mode="livesum")
         self.stage = Histogram("musicml_stage_duration_seconds", "Time per pipeline stage (as seen by the request)", ["stage"],
                                buckets=LATENCY_BUCKETS, registry=r)
         self.batch_size = Histogram("musicml_batch_size", "Requests per micro-batch", ["stage"], buckets=BATCH_BUCKETS, registry=r)
@@ -35,20 +38,58 @@ class ServeMetrics:
                                        buckets=LATENCY_BUCKETS, registry=r)
         self.fallbacks = Counter("musicml_fallbacks", "Stage failures answered by a fallback", ["stage", "reason"], registry=r)
         self.responses = Counter("musicml_recommendation_responses", "Recommendation responses by path", ["path"], registry=r)
-        self.model_info = Gauge("musicml_model_info", "Serving model bundle (value 1)", ["version", "stages"], registry=r)
-        self.model_created = Gauge("musicml_model_created_timestamp_seconds", "When the serving bundle was built", registry=r)
-        self.model_loaded = Gauge("musicml_model_loaded_timestamp_seconds", "When the serving bundle was loaded", registry=r)
+        # per process when the service runs as several (`multiprocess_mode` is ignored otherwise): a `pid` label each
+        self.model_info = Gauge("musicml_model_info", "Serving model bundle (value 1)", ["version", "stages"], registry=r,
+                                multiprocess_mode="liveall")
+        self.model_created = Gauge("musicml_model_created_timestamp_seconds", "When the serving bundle was built", registry=r,
+                                   multiprocess_mode="liveall")
+        self.model_loaded = Gauge("musicml_model_loaded_timestamp_seconds", "When the serving bundle was loaded", registry=r,
+                                  multiprocess_mode="liveall")
         self.load_failures = Counter("musicml_model_load_failures", "Artifacts refused or failed at load", ["reason"], registry=r)
         self.reloads = Counter("musicml_model_reloads", "Hot-reload attempts by result", ["result"], registry=r)
-        self.ready = Gauge("musicml_ready", "1 when models are loaded and warmed", registry=r)
+        self.ready = Gauge("musicml_ready", "1 when models are loaded and warmed", registry=r, multiprocess_mode="liveall")
         self.search_seconds = Histogram("musicml_search_duration_seconds", "Search time inside the route", ["mode"],
                                         buckets=LATENCY_BUCKETS, registry=r)   # used by the mounted search router
 
     def set_model(self, version: str, stages: list[str], created: float):
         "Point the model gauges at a newly served bundle."
-        self.model_info.clear()
+        for labels in list(self.model_info._metrics): self.model_info.labels(*labels).set(0)   # several processes: their files
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"): self.model_info.clear()               # keep the old series at 0
         self.model_info.labels(version, ",".join(stages)).set(1)
         self.model_created.set(created); self.model_loaded.set(time.time())
+
+# %% ../../nbs/71_serve.metrics.ipynb #f93ae307
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+def multiprocess_dir() -> Path | None:
+    "The shared metrics directory when the service runs as several processes (`PROMETHEUS_MULTIPROC_DIR`), else None."
+    d = os.environ.get(MULTIPROC_ENV)
+    return Path(d) if d else None
+
+def _alive(pid: int) -> bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: pass
+    return True
+
+def _merged(d: Path) -> CollectorRegistry:
+    "A registry that reads every live process's metrics files in `d` (the files of exited processes' gauges dropped)."
+    from prometheus_client import multiprocess
+    for pid in {int(f.stem.rsplit("_", 1)[1]) for f in Path(d).glob("gauge_live*_*.db")}:
+        if not _alive(pid): multiprocess.mark_process_dead(pid, str(d))
+    r = CollectorRegistry(); multiprocess.MultiProcessCollector(r, path=str(d))
+    return r
+
+def exposition(m: ServeMetrics, d: Path | None = None) -> bytes:
+    "Prometheus text of `m`, or of every process of the service when `d` (default: `multiprocess_dir()`) is set."
+    d = d or multiprocess_dir()
+    return generate_latest(m.registry if d is None else _merged(d))
+
+def ready_processes(d: Path) -> dict[int, float]:
+    "`musicml_ready` of each live process writing to the shared metrics directory `d`: {pid: value}."
+    for fam in _merged(d).collect():
+        if fam.name == "musicml_ready": return {int(s.labels["pid"]): s.value for s in fam.samples}
+    return {}
 
 # %% ../../nbs/71_serve.metrics.ipynb #2c324c98
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("musicml_request_id", default=None)

@@ -20,12 +20,12 @@ from pathlib import Path
 
 from fastapi import FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ..core import get_logger, set_threads
 from .api import router as recs_router
-from .metrics import ServeMetrics, request_id
+from .metrics import ServeMetrics, exposition, json_logging, multiprocess_dir, ready_processes, request_id
 from .pipeline import Pipeline
 from .registry import ModelRegistry
 
@@ -50,6 +50,8 @@ class ServeSettings(BaseSettings):
     n_candidates: int = 100             # fused retrieval candidates passed to the ranker
     threads: int = 1                    # BLAS/OpenMP threads for model calls (1: no oversubscription with the batch threads)
     reload_interval_s: float = 0.0      # poll the models directory for a new version (0 = only POST /admin/reload)
+    processes: int = 1                  # service processes behind the port (`musicml serve --processes`; more than one
+                                        # needs PROMETHEUS_MULTIPROC_DIR, which the CLI sets)
     admin_token: str | None = None      # when set, /admin/* needs the header `X-Admin-Token`
     search_index: str | None = None     # mount POST /v1/search over this search index (needs musicml.search)
     experiment: str | None = None       # log exposures of this experiment: "name" or "name:control=0.5,treatment=0.5"
@@ -154,7 +156,13 @@ def create_app(settings: ServeSettings | None = None,  # default: `ServeSettings
               ) -> FastAPI:
     "The ranking service: /v1/recommendations, /v1/rank, /v1/artists/{id}/similar, probes, /metrics, /admin/reload."
     s = settings or ServeSettings()
+    mdir = multiprocess_dir() if s.processes > 1 else None    # one of several processes: metrics and readiness are shared
+    if s.processes > 1 and mdir is None:
+        raise ValueError("processes > 1 needs PROMETHEUS_MULTIPROC_DIR (a directory the processes share); `musicml serve --processes` sets it")
+    if mdir is not None: json_logging(s.log_level)           # a worker process: nobody configured its logging
     metrics = ServeMetrics()
+    reload_every = s.reload_interval_s or (2.0 if mdir is not None else 0.0)   # /admin/reload reaches one process:
+                                                              # the others find the new version in the directory
     pipeline = Pipeline(None, metrics, s.max_batch if s.batching else 1, s.max_wait_ms if s.batching else 0.0,
                         s.retrieve_timeout_ms, s.rank_timeout_ms, s.n_candidates, s.fault_map(),
                         thread_init=lambda: _limit_threads(s.threads))
@@ -168,7 +176,7 @@ def create_app(settings: ServeSettings | None = None,  # default: `ServeSettings
 
     async def _watch():
         while True:
-            await asyncio.sleep(s.reload_interval_s)
+            await asyncio.sleep(reload_every)
             try:
                 r = await asyncio.to_thread(registry.reload)
                 if r["status"] == "swapped": metrics.ready.set(1)
@@ -182,7 +190,7 @@ def create_app(settings: ServeSettings | None = None,  # default: `ServeSettings
         threading.Thread(target=_initial_load, daemon=True, name="model-loader").start()
         if s.search_index and app.state.search_mounted:
             threading.Thread(target=_load_search, args=(app, s.search_index), daemon=True, name="search-loader").start()
-        watcher = asyncio.create_task(_watch()) if s.reload_interval_s > 0 else None
+        watcher = asyncio.create_task(_watch()) if reload_every > 0 else None
         yield
         if watcher: watcher.cancel()
         await pipeline.stop()
@@ -212,13 +220,18 @@ def create_app(settings: ServeSettings | None = None,  # default: `ServeSettings
         "Readiness: a verified model bundle is loaded and warmed."
         b = registry.current
         if b is None: return JSONResponse({"status": "loading", "detail": f"no model bundle loaded from {s.models}"}, status_code=503)
+        if mdir is not None:                                  # several processes: ready when every one of them is
+            n = sum(v == 1 for v in ready_processes(mdir).values())
+            if n < s.processes:
+                return JSONResponse({"status": "loading", "detail": f"{n} of {s.processes} service processes have loaded their models"},
+                                    status_code=503)
         return {"status": "ready", "model_version": b.version, "models": b.stage_versions,
                 "search": None if not s.search_index else ("ready" if app.state.searcher else app.state.search_error or "loading")}
 
     @app.get("/metrics", tags=["probes"], response_class=Response)
     async def prometheus_metrics():
         "Prometheus text exposition of the service's metrics."
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(exposition(metrics, mdir), media_type=CONTENT_TYPE_LATEST)   # with several processes: all of them
 
     @app.post("/admin/reload", tags=["admin"], responses={403: {"description": "bad admin token"}})
     async def reload(x_admin_token: str | None = Header(None), force: bool = False) -> dict:
