@@ -81,8 +81,7 @@ def _merged(d: Path) -> CollectorRegistry:
     return r
 
 def exposition(m: ServeMetrics, d: Path | None = None) -> bytes:
-    "Prometheus text of `m`, or of every process of the service when `d` (default: `multiprocess_dir()`) is set."
-    d = d or multiprocess_dir()
+    "Prometheus text of `m` alone, or, given the shared metrics directory `d`, of every process of the service."
     return generate_latest(m.registry if d is None else _merged(d))
 
 def ready_processes(d: Path) -> dict[int, float]:
