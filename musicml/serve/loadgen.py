@@ -37,18 +37,18 @@ def check_loopback(url: str) -> str:
 
 def cpu_seconds(pid: int, children: bool = False) -> float | None:
     "CPU seconds (user + system) process `pid` (and, with `children`, its live child processes) has used, from `/proc`; None without it."
-    try: f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError: return None
+    f = _stat(pid)
+    if f is None: return None
     own = (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
     return own + sum(cpu_seconds(c) or 0.0 for c in _children(pid)) if children else own
 
+def _stat(pid: int | str) -> list[str] | None:
+    "The fields of `/proc/<pid>/stat` after the command name (state, ppid, ...); None when it cannot be read."
+    try: return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError): return None
+
 def _children(pid: int) -> list[int]:
-    out = []
-    for d in Path("/proc").glob("[0-9]*"):
-        try:
-            if int(d.joinpath("stat").read_text().rsplit(")", 1)[1].split()[1]) == pid: out.append(int(d.name))
-        except (OSError, ValueError, IndexError): pass
-    return out
+    return [int(d.name) for d in Path("/proc").glob("[0-9]*") if (f := _stat(d.name)) is not None and f[1] == str(pid)]
 
 def host_cpu() -> np.ndarray | None:
     "The machine's CPU time so far from `/proc/stat`, summed over CPUs: (busy, idle, steal) in clock ticks; None without /proc."

@@ -17,12 +17,19 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 # %% auto #0
-__all__ = ['LATENCY_BUCKETS', 'BATCH_BUCKETS', 'MULTIPROC_ENV', 'request_id', 'ServeMetrics', 'multiprocess_dir', 'exposition',
+__all__ = ['LATENCY_BUCKETS', 'BATCH_BUCKETS', 'MULTIPROC_ENV', 'request_id', 'multiprocess_dir', 'ServeMetrics', 'exposition',
            'ready_processes', 'JsonFormatter', 'json_logging']
 
 # %% ../../nbs/71_serve.metrics.ipynb #79b9b26e
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+def multiprocess_dir() -> Path | None:
+    "The shared metrics directory when the service runs as several processes (`PROMETHEUS_MULTIPROC_DIR`), else None."
+    d = os.environ.get(MULTIPROC_ENV)
+    return Path(d) if d else None
 
 class ServeMetrics:
     "Prometheus collectors of the ranking service, in their own registry."
@@ -50,22 +57,17 @@ class ServeMetrics:
         self.ready = Gauge("musicml_ready", "1 when models are loaded and warmed", registry=r, multiprocess_mode="liveall")
         self.search_seconds = Histogram("musicml_search_duration_seconds", "Search time inside the route", ["mode"],
                                         buckets=LATENCY_BUCKETS, registry=r)   # used by the mounted search router
+        self._served = None                                              # (version, stages) labels of the served bundle
 
     def set_model(self, version: str, stages: list[str], created: float):
         "Point the model gauges at a newly served bundle."
-        for labels in list(self.model_info._metrics): self.model_info.labels(*labels).set(0)   # several processes: their files
-        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"): self.model_info.clear()               # keep the old series at 0
-        self.model_info.labels(version, ",".join(stages)).set(1)
+        if self._served is not None: self.model_info.labels(*self._served).set(0)   # several processes: a metrics file
+        if multiprocess_dir() is None: self.model_info.clear()                    # keeps the old series (at 0); one: gone
+        self._served = (version, ",".join(stages))
+        self.model_info.labels(*self._served).set(1)
         self.model_created.set(created); self.model_loaded.set(time.time())
 
 # %% ../../nbs/71_serve.metrics.ipynb #f93ae307
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-
-def multiprocess_dir() -> Path | None:
-    "The shared metrics directory when the service runs as several processes (`PROMETHEUS_MULTIPROC_DIR`), else None."
-    d = os.environ.get(MULTIPROC_ENV)
-    return Path(d) if d else None
-
 def _alive(pid: int) -> bool:
     try: os.kill(pid, 0)
     except ProcessLookupError: return False
