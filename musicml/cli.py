@@ -44,7 +44,7 @@ def _csv(s: str) -> list[str]: return [x.strip() for x in s.split(",") if x.stri
 
 def evaluate_cmd(args) -> int:
     "Tune on validation, evaluate on test, print the leaderboard and write JSON."
-    from musicml.eval.leaderboard import format_leaderboard, run_leaderboard
+    from musicml.recipes.leaderboard import format_leaderboard, run_leaderboard
     try:
         ks = [int(k) for k in _csv(args.ks)]
     except ValueError:

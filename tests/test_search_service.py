@@ -1,4 +1,5 @@
-"""The search service end to end: a real uvicorn server on 127.0.0.1 serving /v1/search, /healthz, /readyz and /metrics."""
+"""Search in the service end to end: the one app (`musicml.serve.app`) as a real uvicorn server on 127.0.0.1 with its search
+router mounted by a setting, serving /v1/search, /healthz, /readyz and /metrics."""
 import os
 import socket
 import subprocess
@@ -12,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from musicml.search.catalog import Catalog
 from musicml.search.embed import EmbeddingCache, Encoder
 from musicml.search.hybrid import Searcher
+from musicml.serve.registry import build_synthetic_artifacts
 
 DOCS = Catalog(["lastfm:1", "lastfm:2", "lastfm:3", "musiccaps:abc"], ["Slowdive", "Metallica", "Burial", "abc @30s"],
                ["Slowdive. Tags: shoegaze, dream pop, female vocalists.", "Metallica. Tags: thrash metal, heavy metal.",
@@ -31,9 +33,10 @@ def server(tmp_path_factory):
     s = Searcher.build(DOCS, Encoder("fp32"), cache=EmbeddingCache(tmp / "emb"))
     s.users = {7: s.vecs[1]}
     s.save(tmp / "index")
+    build_synthetic_artifacts(tmp / "models", "v1")       # the service's readiness is about its models: the tiny bundle
     port = _free_port()
-    env = {**os.environ, "MUSICML_SEARCH_INDEX": str(tmp / "index"), "MUSICML_CACHE": str(tmp / "cache"), "HF_HUB_OFFLINE": "1",
-           "MUSICML_SEARCH_BACKEND": "fp32"}
+    env = {**os.environ, "MUSICML_SERVE_SEARCH_INDEX": str(tmp / "index"), "MUSICML_CACHE": str(tmp / "cache"), "HF_HUB_OFFLINE": "1",
+           "MUSICML_SERVE_SEARCH_BACKEND": "fp32", "MUSICML_SERVE_MODELS": str(tmp / "models"), "MUSICML_SERVE_MAX_WAIT_MS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "musicml.serve.app:create_app", "--host", "127.0.0.1",
                              "--port", str(port), "--log-level", "warning"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
@@ -45,8 +48,8 @@ def server(tmp_path_factory):
                 if httpx.get(f"{base}/healthz", timeout=1).status_code == 200: break
             except httpx.HTTPError: time.sleep(0.2)
         first_ready = httpx.get(f"{base}/readyz", timeout=5)
-        while httpx.get(f"{base}/readyz", timeout=5).status_code != 200:
-            if time.time() > deadline: raise RuntimeError("index never became ready")
+        while (r := httpx.get(f"{base}/readyz", timeout=5)).status_code != 200 or r.json()["search"] != "ready":
+            if time.time() > deadline: raise RuntimeError(f"models or search index never became ready: {r.text}")
             time.sleep(0.2)
         yield base, first_ready
     finally:
@@ -60,7 +63,7 @@ def test_health_and_ready(server):
     assert first_ready.status_code in (200, 503)  # 503 ("loading") when the probe beat the loader thread
     if first_ready.status_code == 503: assert first_ready.json()["status"] == "loading"
     r = httpx.get(f"{base}/readyz")
-    assert r.status_code == 200 and r.json() == {"status": "ready", "search_docs": 4}
+    assert r.status_code == 200 and r.json()["status"] == "ready" and (r.json()["search"], r.json()["search_docs"]) == ("ready", 4)
 
 
 def test_search(server):
@@ -107,14 +110,14 @@ def test_metrics(server):
     httpx.post(f"{base}/v1/search", json={"query": "metal", "mode": "bm25"})
     httpx.post(f"{base}/v1/search", json={"query": ""})
     fams = {f.name: f for f in text_string_to_metric_families(httpx.get(f"{base}/metrics").text)}
-    reqs = {(s.labels["route"], s.labels["status"]): s.value for s in fams["musicml_http_requests"].samples if s.name.endswith("_total")}
+    reqs = {(s.labels["route"], s.labels["status"]): s.value for s in fams["musicml_requests"].samples if s.name.endswith("_total")}
     assert reqs[("/v1/search", "200")] >= 1 and reqs[("/v1/search", "422")] >= 1 and reqs[("/healthz", "200")] >= 1
-    lat = [s for s in fams["musicml_http_request_duration_seconds"].samples
+    lat = [s for s in fams["musicml_request_duration_seconds"].samples
            if s.name.endswith("_count") and s.labels["route"] == "/v1/search"]
     assert lat and lat[0].value >= 2
     modes = {s.labels["mode"] for s in fams["musicml_search_duration_seconds"].samples if s.name.endswith("_count")}
     assert "bm25" in modes
     # bad input never produced a 500 (503 from /readyz while the index loaded is expected)
-    assert not any(s.labels["status"] == "500" for s in fams["musicml_http_requests"].samples if "status" in s.labels)
+    assert not any(s.labels["status"] == "500" for s in fams["musicml_requests"].samples if "status" in s.labels)
     assert not any(s.labels["route"] == "/v1/search" and s.labels["status"].startswith("5")
-                   for s in fams["musicml_http_requests"].samples if "status" in s.labels)
+                   for s in fams["musicml_requests"].samples if "status" in s.labels)

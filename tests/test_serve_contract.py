@@ -2,10 +2,10 @@
 import json
 from pathlib import Path
 
-from musicml.serve.service import breaking_changes, openapi_document
+from musicml.serve.app import breaking_changes, openapi_document
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "openapi.json"
-REGEN = "python -c 'from musicml.serve.service import write_openapi; write_openapi()'"
+REGEN = "python -c 'from musicml.serve.app import write_openapi; write_openapi()'"
 
 
 def test_no_breaking_change_against_the_committed_contract():

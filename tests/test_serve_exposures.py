@@ -1,10 +1,11 @@
 "The service logs exposures (arm + model version + artists shown) that the experimentation toolkit analyses."
 import httpx
 
+from musicml.artifacts import load_arrays
 from musicml.experiment.assign import Experiment, Layer
 from musicml.experiment.events import read_events
 from musicml.serve.loadgen import ServerProcess
-from musicml.serve.registry import build_synthetic_artifacts, load_arrays
+from musicml.serve.registry import build_synthetic_artifacts
 
 
 def test_recommendations_are_logged_as_exposures(tmp_path):

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from musicml.train.checkpoint import CheckpointError, verify_manifest
+from musicml.artifacts import ArtifactError, verify_manifest
 
 pytestmark = [pytest.mark.timeout(120),
               pytest.mark.skipif(not os.environ.get("MUSICML_DATA"), reason="MUSICML_DATA not set")]
@@ -31,7 +31,7 @@ def test_train_sasrec_writes_verified_artifact(tmp_path):
     assert res["test_ndcg@10"] == metrics["test_full"]["ndcg@10"]
     assert (out / "checkpoints/last/optimizer.safetensors").exists()
     (art / "model.safetensors").write_bytes(b"tampered")
-    with pytest.raises(CheckpointError, match="model.safetensors: sha256 differs"):
+    with pytest.raises(ArtifactError, match="model.safetensors: sha256 differs"):
         verify_manifest(art)
 
 

@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+from musicml.artifacts import ArtifactError, load_weights, save_weights
 from musicml.data.interactions import from_raw
 from musicml.data.splits import leave_one_out
-from musicml.models.sasrec import SASRec, SASRecConfig, SASRecRecommender, load_sasrec
-from musicml.train.checkpoint import CheckpointError, load_checkpoint, load_weights, save_weights
+from musicml.models.sasrec import SASRec, SASRecConfig
+from musicml.train.checkpoint import load_checkpoint
 from musicml.train.core import TrainConfig
+from musicml.train.sasrec import SASRecRecommender, load_sasrec
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -74,16 +76,16 @@ def test_checkpoint_roundtrip_and_resume(tmp_path):
 def test_corrupt_and_mismatched_checkpoints_refused(tmp_path):
     net = SASRec(SASRecConfig(n_items=30, max_len=8, dim=16))
     p = save_weights(net, tmp_path / "model.safetensors")
-    with pytest.raises(CheckpointError, match=r"model.safetensors: tensor 'item_emb.weight' has shape \(31, 16\), model expects \(41, 16\)"):
+    with pytest.raises(ArtifactError, match=r"model.safetensors: tensor 'item_emb.weight' has shape \(31, 16\), model expects \(41, 16\)"):
         load_weights(SASRec(SASRecConfig(n_items=40, max_len=8, dim=16)), p)
-    with pytest.raises(CheckpointError, match="missing tensor"):
+    with pytest.raises(ArtifactError, match="missing tensor"):
         load_weights(SASRec(SASRecConfig(n_items=30, max_len=8, dim=16, layers=3)), p)
     bad = tmp_path / "bad" / "model.safetensors"; bad.parent.mkdir()
     raw = bytearray(p.read_bytes()); raw[10:30] = b"\xff" * 20; bad.write_bytes(bytes(raw))
-    with pytest.raises(CheckpointError, match="bad/model.safetensors: not a readable safetensors file"):
+    with pytest.raises(ArtifactError, match="bad/model.safetensors: not a readable safetensors file"):
         load_checkpoint(bad.parent, net)
     trunc = tmp_path / "trunc.safetensors"; trunc.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2])
-    with pytest.raises(CheckpointError, match="trunc.safetensors"):
+    with pytest.raises(ArtifactError, match="trunc.safetensors"):
         load_weights(net, trunc)
 
 
@@ -92,7 +94,7 @@ _DDP_SCRIPT = textwrap.dedent('''
     import numpy as np
     from musicml.data.interactions import from_raw
     from musicml.data.splits import leave_one_out
-    from musicml.models.sasrec import SASRecRecommender
+    from musicml.train.sasrec import SASRecRecommender
     from musicml.train.core import TrainConfig
     if __name__ == "__main__":
         rng = np.random.default_rng(0); starts = rng.integers(0, 30, 64)

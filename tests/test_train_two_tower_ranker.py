@@ -3,12 +3,13 @@ import numpy as np
 import pytest
 import torch
 
+from musicml.artifacts import ArtifactError, load_weights, save_weights
 from musicml.data.interactions import from_raw
 from musicml.data.splits import random_split
-from musicml.models.ranker import RankerRecommender
-from musicml.models.two_tower import TwoTower, TwoTowerRecommender, item_tag_matrix
-from musicml.train.checkpoint import CheckpointError, load_weights, save_weights
+from musicml.models.two_tower import TwoTower, item_tag_matrix
 from musicml.train.core import TrainConfig
+from musicml.train.ranker import RankerRecommender
+from musicml.train.two_tower import TwoTowerRecommender
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -46,7 +47,7 @@ def test_two_tower_checkpoint_roundtrip_and_mismatch(tmp_path):
     load_weights(net, p)
     torch.testing.assert_close(net.all_items(), a.net_.all_items())
     bad_cfg = type(a.net_.cfg)(**{**a.net_.cfg.__dict__, "dim": 8})
-    with pytest.raises(CheckpointError, match="tt.safetensors: tensor '.*' has shape"):
+    with pytest.raises(ArtifactError, match="tt.safetensors: tensor '.*' has shape"):
         load_weights(TwoTower(bad_cfg, a.net_.history, a.net_.item_tags), p)
 
 

@@ -12,59 +12,13 @@ import resource
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..core import environment, rss_mb
+from ..core import LatencyStats, environment, latency_stats, rss_mb, single_stream
 
 # %% auto #0
-__all__ = ['LatencyStats', 'latency_stats', 'single_stream', 'offline', 'server', 'max_qps_under', 'peak_memory', 'record']
-
-# %% ../../nbs/61_bench.harness.ipynb #10b9949d
-@dataclass
-class LatencyStats:
-    "Latency percentiles of a scenario, in milliseconds; `samples_ms` keeps the raw samples for CDF plots."
-    n: int
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    mean_ms: float
-    std_ms: float
-    min_ms: float
-    max_ms: float
-    samples_ms: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
-    def to_dict(self, samples: bool = False) -> dict:
-        "JSON-able dict; with `samples=True` the raw samples too."
-        d = {k: v for k, v in asdict(self).items() if k != "samples_ms"}
-        if samples: d["samples_ms"] = [round(float(x), 4) for x in self.samples_ms]
-        return d
-
-def latency_stats(seconds: Sequence[float]  # one latency per query, in seconds
-                 ) -> LatencyStats:
-    "Percentiles (p50/p90/p99), mean, std, min and max of latencies."
-    ms = np.asarray(seconds, dtype=np.float64) * 1e3
-    if ms.size == 0: raise ValueError("latency_stats: no samples")
-    p50, p90, p99 = np.percentile(ms, [50, 90, 99])
-    return LatencyStats(int(ms.size), float(p50), float(p90), float(p99), float(ms.mean()), float(ms.std()),
-                        float(ms.min()), float(ms.max()), ms)
-
-# %% ../../nbs/61_bench.harness.ipynb #67ba0c9b
-def single_stream(fn: Callable,  # system under test, called as `fn(*make_input(i))`
-                  make_input: Callable[[int], tuple],  # query index -> argument tuple (seeded by the index)
-                  n_queries: int = 1000,  # timed queries
-                  warmup: int = 50,  # untimed queries first
-                  ) -> LatencyStats:
-    "Batch-1 latency percentiles over `n_queries` fresh queries after warm-up."
-    if n_queries < 1: raise ValueError(f"single_stream: n_queries must be >= 1, got {n_queries}")
-    for i in range(warmup): fn(*make_input(-1 - i))
-    out = np.empty(n_queries)
-    for i in range(n_queries):
-        x = make_input(i)
-        t0 = time.perf_counter()
-        fn(*x)
-        out[i] = time.perf_counter() - t0
-    return latency_stats(out)
+__all__ = ['offline', 'server', 'max_qps_under', 'peak_memory', 'record']
 
 # %% ../../nbs/61_bench.harness.ipynb #707f30e6
 def offline(fn: Callable,  # system under test, called as `fn(*make_batch(batch_size, seed))`

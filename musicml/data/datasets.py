@@ -7,7 +7,6 @@ Docs: https://musicml.github.io/musicml/data.datasets.html.md"""
 # %% ../../nbs/10_data.datasets.ipynb #dfe7c637
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -18,11 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..artifacts import sha256_file
 from ..core import cache_dir, get_logger
 
 # %% auto #0
-__all__ = ['DATASETS', 'DataFormatError', 'ChecksumError', 'Table', 'FileSpec', 'read_tsv', 'DatasetSpec', 'register',
-           'sha256_file', 'download', 'dataset_dir', 'check_files']
+__all__ = ['DATASETS', 'DataFormatError', 'ChecksumError', 'Table', 'FileSpec', 'decode_text', 'read_tsv', 'DatasetSpec',
+           'register', 'download', 'dataset_dir', 'check_files']
 
 # %% ../../nbs/10_data.datasets.ipynb #6c4ccd32
 class DataFormatError(ValueError):
@@ -68,7 +68,7 @@ class FileSpec:
     rows: int | None = None    # data rows in the official file, when known
     rename: dict = field(default_factory=dict)  # header field -> column name in the Table
 
-def _decode(raw: bytes, path, encoding: str) -> str:
+def decode_text(raw: bytes, path, encoding: str) -> str:
     try:
         return raw.decode(encoding)
     except UnicodeDecodeError as e:
@@ -80,7 +80,7 @@ def read_tsv(path, spec: FileSpec) -> Table:
     "Parse a tab-separated file with a header strictly; integer columns become int64 arrays."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"{path}: missing (expected the {spec.name} file)")
-    text = _decode(path.read_bytes(), path, spec.encoding)
+    text = decode_text(path.read_bytes(), path, spec.encoding)
     lines = text.split("\n")
     if lines and lines[-1] == "": lines.pop()  # the final newline
     lines = [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
@@ -162,13 +162,6 @@ register(DatasetSpec(
                     sha256="2f5e321c05ade97f827b58a7b01b75ffbff344fa91d08fa3df7b9dd2e67079bc"),)))
 
 # %% ../../nbs/10_data.datasets.ipynb #8e83fd69
-def sha256_file(path) -> str:
-    "Hex sha256 of a file, read in 1 MiB blocks."
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""): h.update(block)
-    return h.hexdigest()
-
 def download(url: str, dest, sha256: str) -> Path:
     "Download `url` to `dest` through a temporary file; keep it only if its sha256 matches."
     dest = Path(dest); dest.parent.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasets import DATASETS, DataFormatError, Table, _decode, dataset_dir
+from .datasets import DATASETS, DataFormatError, Table, decode_text, dataset_dir
 
 # %% auto #0
 __all__ = ['read_musiccaps', 'load_musiccaps']
@@ -36,7 +36,7 @@ def read_musiccaps(path) -> Table:
     "Parse `musiccaps-public.csv` strictly: 9 fields, integer times, True/False flags, list-literal aspects."
     path = Path(path)
     spec = DATASETS["musiccaps"].files[0]
-    text = _decode(path.read_bytes(), path, spec.encoding)
+    text = decode_text(path.read_bytes(), path, spec.encoding)
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = next(reader)

@@ -14,7 +14,7 @@ import numpy as np
 from .interactions import Interactions
 
 # %% auto #0
-__all__ = ['Split', 'random_split', 'leave_one_out', 'temporal_split']
+__all__ = ['Split', 'group_rank', 'ratio_counts', 'random_split', 'leave_one_out', 'temporal_split']
 
 # %% ../../nbs/14_data.splits.ipynb #c4d42fca
 @dataclass
@@ -31,7 +31,7 @@ class Split:
                     users_in_test=int(len(np.unique(self.test.users))))
 
 # %% ../../nbs/14_data.splits.ipynb #171afc58
-def _group_rank(users: np.ndarray, order: np.ndarray, n_users: int):
+def group_rank(users: np.ndarray, order: np.ndarray, n_users: int):
     "For events visited in `order` (grouped by user): each event's rank within its user, and per-user counts."
     counts = np.bincount(users, minlength=n_users)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
@@ -39,7 +39,7 @@ def _group_rank(users: np.ndarray, order: np.ndarray, n_users: int):
     rank[order] = np.arange(len(order)) - starts[users[order]]
     return rank, counts
 
-def _ratio_counts(n: np.ndarray, ratios) -> np.ndarray:
+def ratio_counts(n: np.ndarray, ratios) -> np.ndarray:
     "RecBole's per-group split sizes for group sizes `n` (one column per part)."
     cnt = np.stack([np.floor(r * n).astype(np.int64) for r in ratios], axis=1)
     cnt[:, 0] = n - cnt[:, 1:].sum(1)
@@ -58,8 +58,8 @@ def random_split(x: Interactions, ratios=(0.8, 0.1, 0.1), seed: int = 0) -> Spli
     rng = np.random.default_rng(seed)
     perm = rng.permutation(len(x))
     order = perm[np.argsort(x.users[perm], kind="stable")]  # grouped by user, random within user
-    rank, counts = _group_rank(x.users, order, x.n_users)
-    cnt = _ratio_counts(counts, ratios)[x.users]
+    rank, counts = group_rank(x.users, order, x.n_users)
+    cnt = ratio_counts(counts, ratios)[x.users]
     part = np.where(rank < cnt[:, 0], 0, np.where(rank < cnt[:, 0] + cnt[:, 1], 1, 2))
     return _parts(x, part, "random", dict(ratios=list(ratios), seed=seed))
 
@@ -67,7 +67,7 @@ def random_split(x: Interactions, ratios=(0.8, 0.1, 0.1), seed: int = 0) -> Spli
 def leave_one_out(x: Interactions, min_events: int = 3) -> Split:
     "Last event per user = test, second-to-last = valid, the rest = train."
     order = x.time_order()
-    rank, counts = _group_rank(x.users, order, x.n_users)
+    rank, counts = group_rank(x.users, order, x.n_users)
     from_end = counts[x.users] - 1 - rank
     eligible = counts[x.users] >= min_events
     part = np.where(eligible & (from_end == 0), 2, np.where(eligible & (from_end == 1), 1, 0))

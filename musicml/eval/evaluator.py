@@ -8,16 +8,23 @@ Docs: https://musicml.github.io/musicml/eval.evaluator.html.md"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import scipy.sparse as sp
 
 from ..data.interactions import Interactions
 from .metrics import bootstrap_ci, coverage, diversity, novelty, popularity_bias, ranking_metrics
-from ..models.base import Recommender, mask_scores, top_k
+from .metrics import mask_scores, top_k
 
 # %% auto #0
-__all__ = ['EvalResult', 'evaluate', 'sample_negatives', 'evaluate_sampled']
+__all__ = ['Scorer', 'EvalResult', 'evaluate', 'sample_negatives', 'evaluate_sampled']
+
+# %% ../../nbs/21_eval.evaluator.ipynb #66a1486f
+class Scorer(Protocol):
+    "What the evaluator needs of a fitted model: full scores and scores of candidate items."
+    def score(self, users: np.ndarray) -> np.ndarray: ...                          # [b] -> [b, n_items]
+    def score_items(self, users: np.ndarray, items: np.ndarray) -> np.ndarray: ...  # [b], [b, m] -> [b, m]
 
 # %% ../../nbs/21_eval.evaluator.ipynb #ccbb59ec
 @dataclass
@@ -48,7 +55,7 @@ def _as_csr(parts, shape) -> sp.csr_matrix:
     return m
 
 # %% ../../nbs/21_eval.evaluator.ipynb #d9fc9914
-def evaluate(model: Recommender,     # fitted model
+def evaluate(model: Scorer,     # fitted model
              test: Interactions,      # held-out events; users with at least one are evaluated
              exclude=None,            # seen items never to recommend: Interactions / CSR / list of them
              ks=(10, 20),             # cut-offs
@@ -110,7 +117,7 @@ def sample_negatives(users: np.ndarray, seen: sp.csr_matrix, n: int, seed: int =
     return out
 
 # %% ../../nbs/21_eval.evaluator.ipynb #00f0681d
-def evaluate_sampled(model: Recommender, test: Interactions, exclude=None, n_negatives: int = 100,
+def evaluate_sampled(model: Scorer, test: Interactions, exclude=None, n_negatives: int = 100,
                      ks=(1, 5, 10), seed: int = 0, headline: str = "ndcg@10", n_boot: int = 1000) -> EvalResult:
     "Rank each test event's item against `n_negatives` sampled unseen items (HR, NDCG, MRR at each K)."
     truth = test.csr()

@@ -11,7 +11,24 @@ import numpy as np
 import scipy.sparse as sp
 
 # %% auto #0
-__all__ = ['METRICS', 'ranking_metrics', 'coverage', 'novelty', 'diversity', 'popularity_bias', 'bootstrap_ci']
+__all__ = ['METRICS', 'mask_scores', 'top_k', 'ranking_metrics', 'coverage', 'novelty', 'diversity', 'popularity_bias',
+           'bootstrap_ci', 'per_user_ndcg', 'ndcg_at_k']
+
+# %% ../../nbs/20_eval.metrics.ipynb #5e05ea3d
+def mask_scores(scores: np.ndarray, seen: sp.csr_matrix) -> np.ndarray:
+    "Set `scores[i, j] = -inf` wherever `seen[i, j]` is stored (in place, vectorised)."
+    rows = np.repeat(np.arange(seen.shape[0]), np.diff(seen.indptr))
+    scores[rows, seen.indices] = -np.inf
+    return scores
+
+def top_k(scores: np.ndarray, k: int):
+    "Indices and values of the `k` largest scores per row, best first (ties: lower index first)."
+    k = min(k, scores.shape[1])
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    vals = np.take_along_axis(scores, part, axis=1)
+    order = np.lexsort((part, -vals), axis=1)
+    idx = np.take_along_axis(part, order, axis=1)
+    return idx.astype(np.int32), np.take_along_axis(scores, idx, axis=1)
 
 # %% ../../nbs/20_eval.metrics.ipynb #feec2eb0
 METRICS = ("recall", "precision", "hr", "ndcg", "mrr", "map")
@@ -83,3 +100,22 @@ def bootstrap_ci(values: np.ndarray, n_boot: int = 2000, alpha: float = 0.05, se
         means.append(v[rng.integers(0, len(v), size=(b, len(v)))].mean(1))
     lo, hi = np.quantile(np.concatenate(means), [alpha / 2, 1 - alpha / 2])
     return float(lo), float(hi)
+
+# %% ../../nbs/20_eval.metrics.ipynb #fe33ea35
+def per_user_ndcg(scores: np.ndarray,       # [b, n_items] scores of the users in `rows` order
+                  truth: sp.csr_matrix,     # [b, n_items] relevant items per user
+                  exclude: sp.csr_matrix | None = None,  # [b, n_items] items masked out before ranking
+                  k: int = 10) -> np.ndarray:
+    "NDCG@k of `scores` against `truth`, one value per user with at least one relevant item."
+    keep = np.diff(truth.indptr) > 0
+    s = np.array(scores[keep], dtype=np.float32, copy=True)
+    truth = truth[keep]
+    if exclude is not None:
+        mask_scores(s, exclude[keep])
+    idx, _ = top_k(s, k)
+    hits = np.asarray(truth[np.repeat(np.arange(len(idx)), idx.shape[1]), idx.ravel()]).reshape(idx.shape).astype(bool)
+    return ranking_metrics(hits, np.diff(truth.indptr), ks=(k,), metrics=("ndcg",))[f"ndcg@{k}"]
+
+def ndcg_at_k(scores: np.ndarray, truth: sp.csr_matrix, exclude: sp.csr_matrix | None = None, k: int = 10) -> float:
+    "Mean NDCG@k of `scores` against `truth` (users without relevant items are skipped)."
+    return float(per_user_ndcg(scores, truth, exclude, k).mean())

@@ -11,9 +11,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..data.interactions import Interactions
+from ..eval.metrics import mask_scores, top_k
 
 # %% auto #0
-__all__ = ['Recommender', 'mask_scores', 'top_k', 'clone']
+__all__ = ['Recommender', 'clone']
 
 # %% ../../nbs/30_models.base.ipynb #53f8d61f
 class Recommender:
@@ -48,22 +49,6 @@ class Recommender:
 
     def __repr__(self):
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.params().items())})"
-
-# %% ../../nbs/30_models.base.ipynb #5e05ea3d
-def mask_scores(scores: np.ndarray, seen: sp.csr_matrix) -> np.ndarray:
-    "Set `scores[i, j] = -inf` wherever `seen[i, j]` is stored (in place, vectorised)."
-    rows = np.repeat(np.arange(seen.shape[0]), np.diff(seen.indptr))
-    scores[rows, seen.indices] = -np.inf
-    return scores
-
-def top_k(scores: np.ndarray, k: int):
-    "Indices and values of the `k` largest scores per row, best first (ties: lower index first)."
-    k = min(k, scores.shape[1])
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    vals = np.take_along_axis(scores, part, axis=1)
-    order = np.lexsort((part, -vals), axis=1)
-    idx = np.take_along_axis(part, order, axis=1)
-    return idx.astype(np.int32), np.take_along_axis(scores, idx, axis=1)
 
 # %% ../../nbs/30_models.base.ipynb #9a083ede
 def clone(m: Recommender) -> Recommender:

@@ -15,7 +15,7 @@ from ..data.interactions import Interactions
 from .base import Recommender
 
 # %% auto #0
-__all__ = ['reweight', 'weighted_csr', 'Popularity', 'ItemKNN', 'EASE', 'ALS']
+__all__ = ['reweight', 'weighted_csr', 'Popularity', 'topk_per_row', 'ItemKNN', 'EASE', 'ALS']
 
 # %% ../../nbs/31_models.baselines.ipynb #1e51c7a9
 def reweight(m: sp.csr_matrix, weighting: str = "binary") -> sp.csr_matrix:
@@ -40,7 +40,7 @@ class Popularity(Recommender):
     def score(self, users): return np.broadcast_to(self.counts_, (len(users), self.n_items_))
 
 # %% ../../nbs/31_models.baselines.ipynb #15ea6f11
-def _topk_per_row(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
+def topk_per_row(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
     "Keep the k largest entries of each CSR row (vectorised over rows)."
     m = sp.csr_matrix(m); rows = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
     order = np.lexsort((-m.data, rows))                         # by row, then value descending
@@ -61,7 +61,7 @@ class ItemKNN(Recommender):
         norms = np.sqrt(np.asarray(x.multiply(x).sum(0)).ravel())
         r = np.repeat(np.arange(co.shape[0]), np.diff(co.indptr))
         co.data = co.data / (norms[r] * norms[co.indices] + self.shrink)
-        self.sim_ = _topk_per_row(co, self.k).T.tocsr()        # column j holds item j's neighbours
+        self.sim_ = topk_per_row(co, self.k).T.tocsr()        # column j holds item j's neighbours
         return self
     def score(self, users): return (self.x_[users] @ self.sim_).toarray()
 

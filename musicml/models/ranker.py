@@ -8,25 +8,19 @@ Docs: https://musicml.github.io/musicml/models.ranker.html.md"""
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..core import seed_everything
 from ..data.interactions import Interactions
-from .two_tower import _mean_bag
-from ..train.core import TrainConfig, ndcg_at_k
-from ..train.loop import TaskBase, TrainReport, fit_task
-from .base import Recommender, clone
+from .two_tower import mean_bag
+from .base import Recommender
 
 # %% auto #0
-__all__ = ['RankerConfig', 'CrossNet', 'DCNRanker', 'DCNEnsemble', 'candidates', 'dense_features', 'graded_gains',
-           'listwise_loss', 'RankerTask', 'RankerRecommender', 'feature_model', 'load_ranker']
+__all__ = ['RankerConfig', 'CrossNet', 'DCNRanker', 'DCNEnsemble', 'candidates', 'play_stats', 'dense_features', 'graded_gains']
 
 # %% ../../nbs/34_models.ranker.ipynb #5a1b8219
 @dataclass
@@ -71,7 +65,7 @@ class DCNRanker(nn.Module):
     def tag_vectors(self, items):                               # items [M] -> [M, d]
         "Mean tag embedding of each artist: a bag average, or one table lookup once `folded`."
         if self.tag_table is not None: return self.tag_table[items]
-        return _mean_bag(self.tag_emb, self.item_tags[items])
+        return mean_bag(self.tag_emb, self.item_tags[items])
 
     def forward(self, users, items, dense):                     # users [b], items [b, N], dense [b, N, F]
         b, n = items.shape
@@ -84,7 +78,7 @@ class DCNRanker(nn.Module):
     def folded(self) -> DCNRanker:
         "Inference copy with every artist's mean tag embedding precomputed: same scores, fewer ops, no tag tables."
         m = copy.deepcopy(self).eval()
-        m.tag_table = _mean_bag(m.tag_emb, m.item_tags)        # [n_items, d]
+        m.tag_table = mean_bag(m.tag_emb, m.item_tags)        # [n_items, d]
         m.tag_emb, m.item_tags = None, None
         return m
 
@@ -111,7 +105,7 @@ def candidates(retriever: Recommender, users: np.ndarray, n: int, exclude: sp.cs
     items, scores = retriever.recommend(users, k=n, exclude=exclude)
     return items.astype(np.int64), np.nan_to_num(scores.astype(np.float32), neginf=-1e4)
 
-def _stats(train: Interactions):
+def play_stats(train: Interactions):
     listeners = np.bincount(train.items, minlength=train.n_items).astype(np.float32)
     plays = np.bincount(train.items, weights=train.weights, minlength=train.n_items).astype(np.float32)
     u_n = np.bincount(train.users, minlength=train.n_users).astype(np.float32)
@@ -132,212 +126,3 @@ def graded_gains(truth: sp.csr_matrix, users: np.ndarray, items: np.ndarray) -> 
     plays = np.asarray(t[np.repeat(np.arange(len(users)), items.shape[1]), items.ravel()]).reshape(items.shape)
     top = np.maximum(t.max(axis=1).toarray().ravel(), 1.0)[:, None]
     return np.where(plays > 0, 1.0 + np.log1p(plays) / np.log1p(top), 0.0).astype(np.float32)
-
-# %% ../../nbs/34_models.ranker.ipynb #6e895c43
-def listwise_loss(scores, gains):                              # scores, gains [b, N]
-    "Cross-entropy between softmax(scores) and gains normalised per row."
-    return -(gains / gains.sum(-1, keepdim=True) * F.log_softmax(scores, -1)).sum(-1).mean()
-
-class RankerTask(TaskBase):
-    "LightningModule: listwise loss on candidate lists + validation NDCG@10 of the re-ranked lists."
-    def __init__(self, net: DCNRanker, cfg: TrainConfig, val=None):
-        super().__init__(net, cfg)
-        self.val = val  # dict of tensors for the validation users + truth csr, or None
-
-    def training_step(self, batch, i):
-        loss = listwise_loss(self._fwd(batch["user"], batch["items"], batch["dense"]), batch["gains"])
-        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=len(batch["user"]))
-        return loss
-
-    def val_ndcg(self) -> float:
-        v = self.val
-        s = self.net(*(v[k].to(self.device) for k in ("user", "items", "dense"))).float().cpu().numpy()  # [b, N]
-        full = np.full((len(s), self.net.cfg.n_items), -1e9, np.float32)
-        np.put_along_axis(full, v["items"].numpy(), s, 1)
-        return ndcg_at_k(full, v["truth"])
-
-# %% ../../nbs/34_models.ranker.ipynb #4364c515
-def _subset(x: Interactions, keep: np.ndarray) -> Interactions:
-    return Interactions(x.users[keep], x.items[keep], x.weights[keep], None if x.times is None else x.times[keep],
-                        x.user_ids, x.item_ids)
-
-def _mean_report(reports: list, best: float) -> TrainReport:
-    "One report for an ensemble: members' histories tagged, throughput averaged, epochs and wall time summed."
-    tp = {k: float(np.mean([r.throughput[k] for r in reports])) for k in reports[0].throughput}
-    hist = [{**h, "member": i} for i, r in enumerate(reports) for h in r.history]
-    members = [dict(best_ndcg=r.best_ndcg, epochs=r.epochs, wall_s=r.wall_s) for r in reports]
-    return TrainReport(history=hist, throughput=tp, best_ndcg=best, epochs=sum(r.epochs for r in reports),
-                       wall_s=sum(r.wall_s for r in reports), world_size=reports[0].world_size,
-                       config={**reports[0].config, "members": members})
-
-class RankerRecommender(Recommender):
-    "Re-ranks a retriever's top-`n_candidates` with a DCN ranker (or a seed ensemble) trained listwise on graded play-count labels."
-    name = "ranker"
-    def __init__(self, retriever: Recommender, item_tags: torch.Tensor, n_tags: int, n_candidates: int = 100,
-                 dim: int = 16, val_share: float = 0.15, train: TrainConfig | None = None,
-                 feature_models: tuple = (),  # fitted recommenders whose candidate scores become extra dense features
-                 label_folds: int = 0,        # extra training lists from this many folds of train (base models refit without them)
-                 n_folds: int = 8,            # a fold is a random 1/n_folds of each user's training plays (8: about the validation share)
-                 ensemble: int = 1):          # networks trained from seeds seed, seed+1, ... (`DCNEnsemble`)
-        self.retriever, self.item_tags, self.n_tags, self.n_candidates = retriever, item_tags, n_tags, n_candidates
-        self.feature_models = tuple(feature_models)
-        self.dim, self.val_share, self.train = dim, val_share, train or TrainConfig(loss="listwise", batch_size=32)
-        self.label_folds, self.n_folds, self.ensemble = label_folds, n_folds, ensemble
-        if not 0 <= label_folds <= n_folds: raise ValueError(f"label_folds must be in 0..n_folds={n_folds}, got {label_folds}")
-        if ensemble < 1: raise ValueError(f"ensemble must be at least 1, got {ensemble}")
-        self.report_: TrainReport | None = None
-
-    def params(self) -> dict:
-        return {k: v for k, v in super().params().items() if k not in ("item_tags", "retriever", "feature_models")}
-
-    def _features(self, stats, feature_models, users, items, scores):
-        raw = dense_features(stats, users, items, scores)
-        extra = [np.asarray(m.score_items(users, items), np.float32)[..., None] for m in feature_models]
-        return np.concatenate([raw, *extra], -1) if extra else raw
-
-    def _raw(self, users, items, scores):
-        return self._features(self._stats, self.feature_models, users, items, scores)
-
-    def _lists(self, retriever, feature_models, stats, users, truth, exclude) -> dict:
-        "Candidate lists of `users` from `retriever` (`exclude` masked): ids, raw features and graded gains from `truth`."
-        items, scores = candidates(retriever, users, self.n_candidates, exclude)
-        return dict(user=users, items=items, raw=self._features(stats, feature_models, users, items, scores),
-                    gains=graded_gains(truth, users, items))
-
-    def fold_lists(self, train: Interactions, valid: Interactions) -> list[dict]:
-        "`label_folds` extra sets of lists: retriever and feature models refit on train minus a fold, labelled by the fold."
-        fold = np.random.default_rng([self.train.seed, 1]).integers(0, self.n_folds, len(train))
-        out = []
-        for f in range(self.label_folds):
-            rest, held = _subset(train, fold != f), _subset(train, fold == f)
-            retriever = clone(self.retriever).fit(rest, valid)
-            feats = [clone(m).fit(rest) for m in self.feature_models]
-            out.append(self._lists(retriever, feats, _stats(rest), np.unique(held.users), held.csr(),
-                                   (rest.csr() + valid.csr()).tocsr()))
-        return out
-
-    def _tensors(self, users, exclude):
-        items, scores = candidates(self.retriever, users, self.n_candidates, exclude)
-        dense = (self._raw(users, items, scores) - self._mu) / self._sd
-        return items, torch.from_numpy(items), torch.from_numpy(dense.astype(np.float32))
-
-    def fit(self, train: Interactions, valid: Interactions, out_dir=None, resume_from=None,
-            callbacks: list | None = None) -> RankerRecommender:
-        if resume_from is not None and self.ensemble > 1:
-            raise ValueError("resuming is supported for a single network (ensemble=1); an ensemble trains its members again")
-        self._remember(train)
-        seed_everything(self.train.seed)
-        self._stats = _stats(train)
-        self._seen = (train.csr() + valid.csr()).tocsr()
-        users = np.unique(valid.users)
-        main = self._lists(self.retriever, self.feature_models, self._stats, users, valid.csr(), self.train_)
-        is_val = np.random.default_rng(self.train.seed).random(len(users)) < self.val_share
-        lists = [{k: v[~is_val] for k, v in main.items()}, *self.fold_lists(train, valid)]
-        cat = {k: np.concatenate([l[k] for l in lists]) for k in main}
-        flat = cat["raw"].reshape(-1, cat["raw"].shape[-1])
-        self._mu, self._sd = flat.mean(0), flat.std(0) + 1e-6
-        norm = lambda raw: torch.from_numpy(((raw - self._mu) / self._sd).astype(np.float32))
-        has = cat["gains"].sum(1) > 0                            # lists whose held-out plays were retrieved
-        data = {"user": torch.from_numpy(cat["user"][has]), "items": torch.from_numpy(cat["items"][has]),
-                "dense": norm(cat["raw"][has]), "gains": torch.from_numpy(cat["gains"][has])}
-        val = {"user": torch.from_numpy(users[is_val]), "items": torch.from_numpy(main["items"][is_val]),
-               "dense": norm(main["raw"][is_val]), "truth": valid.csr()[users[is_val]]}
-        self._net_cfg = RankerConfig(train.n_users, train.n_items, self.n_tags, flat.shape[-1], self.dim)
-        members, reports = [], []
-        for i in range(self.ensemble):
-            cfg = replace(self.train, seed=self.train.seed + i)
-            seed_everything(cfg.seed)
-            net = DCNRanker(self._net_cfg, self.item_tags.clone())   # own tag buffer: members are saved side by side
-            sub = out_dir if out_dir is None or self.ensemble == 1 else Path(out_dir) / f"member{i}"
-            reports.append(fit_task(RankerTask(net, cfg, val), data, out_dir=sub, resume_from=resume_from,
-                                    callbacks=callbacks, config=self.config()))
-            members.append(net.eval())
-        self.net_ = members[0] if self.ensemble == 1 else DCNEnsemble(members).eval()
-        if self.ensemble == 1: self.report_ = reports[0]
-        else:
-            with torch.no_grad(): self.report_ = _mean_report(reports, RankerTask(self.net_, self.train, val).val_ndcg())
-        return self
-
-    def config(self) -> dict:
-        "Architecture, candidate count, feature models, folds, ensemble size and training config."
-        return {"model": self.name, "net": asdict(self._net_cfg), "n_candidates": self.n_candidates,
-                "retriever": type(self.retriever).__name__,
-                "feature_models": [{"name": m.name, "params": m.params()} for m in self.feature_models],
-                "label_folds": self.label_folds, "n_folds": self.n_folds, "ensemble": self.ensemble,
-                "train": self.train.to_dict()}
-
-    def score(self, users) -> np.ndarray:
-        users = np.asarray(users)
-        items, it, dense = self._tensors(users, self._seen)
-        with torch.no_grad():
-            s = self.net_(torch.from_numpy(users.astype(np.int64)), it, dense).numpy()
-        out = np.full((len(users), self.n_items_), -1e9, np.float32)
-        np.put_along_axis(out, items, s, 1)
-        return out
-
-    def save(self, out_dir) -> Path:
-        "Write the ranker (`model.safetensors`, `config.json`, `features.safetensors`) and its two-tower retriever (`retriever/`)."
-        from safetensors.torch import save_file
-
-        from musicml.train.checkpoint import save_checkpoint
-        from musicml.models.two_tower import TwoTowerRecommender
-        out = save_checkpoint(out_dir, self.net_, self.config())
-        save_file({"mu": torch.from_numpy(np.asarray(self._mu, np.float32)), "sd": torch.from_numpy(np.asarray(self._sd, np.float32))},
-                  str(Path(out) / "features.safetensors"))
-        if isinstance(self.retriever, TwoTowerRecommender):
-            save_checkpoint(Path(out) / "retriever", self.retriever.net_, self.retriever.config())
-        return Path(out)
-
-# %% ../../nbs/34_models.ranker.ipynb #ad15353c
-def feature_model(spec,                  # {"name", "params"} from a ranker config (or a class name, as older artifacts wrote)
-                  data=None,             # `LastFM2K` (its friends table), for "friends"
-                  item_tags=None):       # [n_items, T] tag tokens, for "tag_profile"
-    "An unfitted feature model from its config entry."
-    from musicml.models.baselines import EASE
-    from musicml.models.side_info import FriendsListen, TagProfile
-    if isinstance(spec, str): spec = {"name": spec.lower(), "params": {}}
-    name, p = spec.get("name"), dict(spec.get("params", {}))
-    if name == "ease": return EASE(**p)
-    if name == "friends":
-        if data is None: raise ValueError("the friends feature needs the dataset's friends table (`data`)")
-        return FriendsListen(data.friends, **p)
-    if name == "tag_profile": return TagProfile(item_tags)
-    raise ValueError(f"feature model {name!r} cannot be rebuilt (known: ease, friends, tag_profile)")
-
-def load_ranker(art_dir,                       # directory written by `RankerRecommender.save` / `musicml train --model ranker`
-                data_path=None,                # Last.fm 2K directory (default `$MUSICML_DATA`); ignored when `split` is given
-                split=None, item_tags=None, n_tags=None,  # the training split and tag tensors, to skip reloading the dataset
-                data=None):                    # the loaded `LastFM2K` (friends feature), to skip reloading it
-    "Rebuild a saved ranker with its retriever and feature models (refit on the training split); returns `(RankerRecommender, split)`."
-    import json
-
-    from musicml.train.checkpoint import CheckpointError, _read_tensors, load_weights
-    from musicml.models.two_tower import item_tag_matrix, load_two_tower
-    d = Path(art_dir)
-    for f in ("config.json", "model.safetensors", "features.safetensors", "retriever/config.json"):
-        if not (d / f).is_file():
-            raise CheckpointError(f"{d / f}: file not found (expected a ranker artifact directory)")
-    cfg = json.loads((d / "config.json").read_text())
-    if split is None:
-        from musicml.train.cli import _data
-        data, split = _data("ranker", data_path)
-        item_tags, n_tags = item_tag_matrix(data.tag_assignments, split.train.item_ids)
-    specs = cfg["feature_models"]
-    if data is None and any(isinstance(s, dict) and s.get("name") == "friends" for s in specs):
-        from musicml.data.lastfm import load_lastfm
-        data = load_lastfm(data_path)
-    try: feats = [feature_model(s, data, item_tags).fit(split.train) for s in specs]
-    except ValueError as e: raise CheckpointError(f"{d / 'config.json'}: {e}") from None
-    retriever = load_two_tower(d / "retriever", split.train, item_tags, n_tags)
-    k = int(cfg.get("ensemble", 1))
-    m = RankerRecommender(retriever, item_tags, n_tags, cfg["n_candidates"], cfg["net"]["dim"],
-                          train=TrainConfig(**cfg["train"]), feature_models=tuple(feats),
-                          label_folds=cfg.get("label_folds", 0), n_folds=cfg.get("n_folds", 8), ensemble=k)
-    m._remember(split.train)
-    m._stats, m._seen = _stats(split.train), (split.train.csr() + split.valid.csr()).tocsr()
-    f = _read_tensors(d / "features.safetensors")
-    m._mu, m._sd = f["mu"].numpy(), f["sd"].numpy()
-    m._net_cfg = rc = RankerConfig(**cfg["net"])
-    net = DCNRanker(rc, item_tags) if k == 1 else DCNEnsemble([DCNRanker(rc, item_tags.clone()) for _ in range(k)])
-    m.net_ = load_weights(net, d / "model.safetensors").eval()
-    return m, split

@@ -8,24 +8,18 @@ Docs: https://musicml.github.io/musicml/models.sasrec.html.md"""
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core import seed_everything
-from ..data.interactions import Interactions, Sequences, concat
-from ..train.checkpoint import load_weights, save_checkpoint
-from ..train.core import TrainConfig, ndcg_at_k
-from ..train.loop import TaskBase, TrainReport, fit_task
-from .base import Recommender
+from ..data.interactions import Sequences
 
 # %% auto #0
 __all__ = ['SASRecConfig', 'CausalSelfAttention', 'Block', 'SASRec', 'bce_loss', 'softmax_loss', 'sampled_softmax_loss',
-           'sequence_windows', 'last_tokens', 'SASRecTask', 'SASRecRecommender', 'load_sasrec']
+           'sequence_windows', 'last_tokens']
 
 # %% ../../nbs/32_models.sasrec.ipynb #d598a2be
 @dataclass
@@ -157,123 +151,3 @@ def last_tokens(seqs: Sequences, users: np.ndarray, max_len: int) -> torch.Tenso
         if len(s):
             out[i, -len(s):] = s + 1
     return torch.from_numpy(out)
-
-# %% ../../nbs/32_models.sasrec.ipynb #f1df5c98
-class SASRecTask(TaskBase):
-    "LightningModule: SASRec + loss chosen by `cfg.loss` ('bce', 'softmax', 'sampled') + validation NDCG@10."
-    def __init__(self, net: SASRec, cfg: TrainConfig, val=None, item_counts: np.ndarray | None = None):
-        super().__init__(net, cfg)
-        if cfg.loss not in ("bce", "softmax", "sampled"):
-            raise ValueError(f"TrainConfig.loss for SASRec must be 'bce', 'softmax' or 'sampled', got {cfg.loss!r}")
-        self.val = val  # (tokens [b, L], truth csr [b, N], exclude csr [b, N]) or None
-        p = None if item_counts is None else torch.as_tensor(item_counts, dtype=torch.float32) + 1.0
-        self.register_buffer("sample_p", None if p is None else p / p.sum(), persistent=False)
-
-    def training_step(self, batch, i):
-        h = self._fwd(batch["inp"])                              # [b, L, d]
-        mask = batch["tgt"] >= 0
-        hs, pos = h[mask], batch["tgt"][mask]                    # [n, d], [n]
-        W = self.net.item_vectors()                              # [N, d]
-        if self.cfg.loss == "bce":
-            loss = bce_loss(hs, W, pos, torch.randint(0, len(W), pos.shape, device=pos.device))
-        elif self.cfg.loss == "softmax":
-            loss = softmax_loss(hs, W, pos)
-        else:
-            if self.cfg.logq and self.sample_p is not None:
-                neg = torch.multinomial(self.sample_p, self.cfg.n_negatives, replacement=True)
-                loss = sampled_softmax_loss(hs, W, pos, neg, torch.log(self.sample_p * self.cfg.n_negatives))
-            else:
-                loss = sampled_softmax_loss(hs, W, pos, torch.randint(0, len(W), (self.cfg.n_negatives,), device=pos.device))
-        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=len(pos))
-        return loss
-
-    @torch.no_grad()
-    def scores(self, tokens: torch.Tensor, batch: int = 1024) -> torch.Tensor:
-        "Scores of every item for left-padded token rows `[b, L]` -> `[b, N]`."
-        W = self.net.item_vectors()
-        return torch.cat([self.net(t.to(W.device))[:, -1] @ W.T for t in tokens.split(batch)]).float().cpu()
-
-    def val_ndcg(self) -> float:
-        if self.val is None:  # fit without validation (e.g. the final refit on train + valid)
-            return float("nan")
-        tok, truth, excl = self.val
-        return ndcg_at_k(self.scores(tok).numpy(), truth, excl)
-
-# %% ../../nbs/32_models.sasrec.ipynb #b54004f9
-class SASRecRecommender(Recommender):
-    "Next-item recommender: SASRec trained by `fit_task` with the loss and efficiency knobs of a `TrainConfig`."
-    name = "sasrec"
-    def __init__(self, max_len: int = 50, dim: int = 64, heads: int = 2, layers: int = 2, dropout: float = 0.2,
-                 all_windows: bool = True, train: TrainConfig | None = None):
-        self.max_len, self.dim, self.heads, self.layers, self.dropout = max_len, dim, heads, layers, dropout
-        self.all_windows, self.train = all_windows, train or TrainConfig()
-        self.report_: TrainReport | None = None
-
-    def _net_config(self, n_items: int) -> SASRecConfig:
-        return SASRecConfig(n_items, self.max_len, self.dim, self.heads, self.layers, self.dropout)
-
-    def fit(self, train: Interactions, valid: Interactions | None = None, out_dir=None, resume_from=None,
-            callbacks: list | None = None) -> SASRecRecommender:
-        self._remember(train)
-        seed_everything(self.train.seed)
-        self.net_ = SASRec(self._net_config(train.n_items))
-        seqs = train.sequences()
-        inp, tgt, _ = sequence_windows(seqs, self.max_len, self.all_windows)
-        val = None
-        if valid is not None and len(valid):
-            vu = np.unique(valid.users)
-            val = (last_tokens(seqs, vu, self.max_len), valid.csr()[vu], self.train_[vu])
-        counts = np.bincount(train.items, minlength=train.n_items)
-        # without validation there is no best epoch to restore: keep the last weights
-        cfg = self.train if val is not None else replace(self.train, restore_best=False)
-        task = SASRecTask(self.net_, cfg, val, counts)
-        self.report_ = fit_task(task, {"inp": inp, "tgt": tgt}, out_dir=out_dir, resume_from=resume_from,
-                                callbacks=callbacks, config=self.config())
-        self.net_.eval()
-        self.history_ = concat(train, valid).sequences() if valid is not None and len(valid) else seqs
-        return self
-
-    def config(self) -> dict:
-        "Everything needed to rebuild this model: architecture and training config."
-        return {"model": self.name, "net": asdict(self._net_config(self.n_items_)), "all_windows": self.all_windows,
-                "train": self.train.to_dict()}
-
-    def score(self, users) -> np.ndarray:
-        tok = last_tokens(self.history_, np.asarray(users), self.max_len)
-        W = self.net_.item_vectors()
-        with torch.no_grad():
-            return (self.net_(tok)[:, -1] @ W.T).numpy().astype(np.float32)
-
-    def score_items(self, users, items) -> np.ndarray:
-        tok = last_tokens(self.history_, np.asarray(users), self.max_len)
-        with torch.no_grad():
-            h = self.net_(tok)[:, -1]                            # [b, d]
-            return torch.einsum("bd,bmd->bm", h, self.net_.item_vectors()[torch.as_tensor(items)]).numpy()
-
-    def item_embeddings(self) -> np.ndarray:
-        "Item vectors `[n_items, d]` for ANN retrieval (score = dot product with the user state)."
-        return self.net_.item_vectors().detach().numpy().copy()
-
-    def save(self, out_dir) -> Path:
-        "Write `model.safetensors` + `config.json` + the scoring histories (safetensors)."
-        from safetensors.torch import save_file
-        out = save_checkpoint(out_dir, self.net_, self.config())
-        save_file({"offsets": torch.from_numpy(self.history_.offsets), "items": torch.from_numpy(self.history_.items)},
-                  str(Path(out) / "history.safetensors"))
-        return out
-
-# %% ../../nbs/32_models.sasrec.ipynb #e60d3280
-def load_sasrec(art_dir, train: Interactions) -> SASRecRecommender:
-    "Rebuild a saved `SASRecRecommender` (`train` gives the seen-items matrix) from safetensors + JSON."
-    import json
-
-    from musicml.train.checkpoint import _read_tensors
-    d = Path(art_dir)
-    cfg = json.loads((d / "config.json").read_text())
-    n = cfg["net"]
-    m = SASRecRecommender(n["max_len"], n["dim"], n["heads"], n["layers"], n["dropout"], cfg["all_windows"], TrainConfig(**cfg["train"]))
-    m._remember(train)
-    m.net_ = load_weights(SASRec(SASRecConfig(**n)), d / "model.safetensors").eval()
-    h = _read_tensors(d / "history.safetensors")
-    m.history_ = Sequences(h["offsets"].numpy(), h["items"].numpy())
-    return m

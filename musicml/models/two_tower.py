@@ -7,22 +7,16 @@ Docs: https://musicml.github.io/musicml/models.two_tower.html.md"""
 # %% ../../nbs/33_models.two_tower.ipynb #e5aeb1eb
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core import seed_everything
-from ..data.interactions import Interactions
-from ..train.core import TrainConfig, ndcg_at_k
-from ..train.loop import TaskBase, TrainReport, fit_task
-from .base import Recommender
 
 # %% auto #0
-__all__ = ['padded_rows', 'item_tag_matrix', 'TwoTowerConfig', 'Tower', 'TwoTower', 'in_batch_softmax_loss', 'TwoTowerTask',
-           'TwoTowerRecommender', 'load_two_tower']
+__all__ = ['padded_rows', 'item_tag_matrix', 'TwoTowerConfig', 'mean_bag', 'Tower', 'TwoTower', 'in_batch_softmax_loss']
 
 # %% ../../nbs/33_models.two_tower.ipynb #6587242b
 def padded_rows(rows: np.ndarray, cols: np.ndarray, order_key: np.ndarray, n_rows: int, width: int) -> torch.Tensor:
@@ -56,7 +50,7 @@ class TwoTowerConfig:
     dim: int = 64               # embedding and output width
     temperature: float = 0.05   # softmax temperature on cosine scores
 
-def _mean_bag(emb: nn.Embedding, tokens, drop=None):             # tokens [b, H], drop [b] token to leave out
+def mean_bag(emb: nn.Embedding, tokens, drop=None):             # tokens [b, H], drop [b] token to leave out
     m = tokens > 0
     if drop is not None:
         m = m & (tokens != drop.unsqueeze(1))
@@ -72,7 +66,7 @@ class Tower(nn.Module):
         nn.init.normal_(self.id_emb.weight, std=0.05)
 
     def forward(self, ids, bag_tokens, drop=None):               # ids [b], bag_tokens [b, H]
-        x = torch.cat([self.id_emb(ids), _mean_bag(self.bag, bag_tokens, drop)], -1)  # [b, 2d]
+        x = torch.cat([self.id_emb(ids), mean_bag(self.bag, bag_tokens, drop)], -1)  # [b, 2d]
         return F.normalize(self.mlp(x), dim=-1)                   # [b, d]
 
 class TwoTower(nn.Module):
@@ -102,105 +96,3 @@ def in_batch_softmax_loss(u, v, items, logq=None, temperature: float = 0.05):  #
         logits = logits - logq[items].unsqueeze(0)
     dup = (items.unsqueeze(0) == items.unsqueeze(1)) & ~torch.eye(len(items), dtype=torch.bool, device=u.device)
     return F.cross_entropy(logits.masked_fill(dup, float("-inf")), torch.arange(len(items), device=u.device))
-
-# %% ../../nbs/33_models.two_tower.ipynb #23870dcb
-class TwoTowerTask(TaskBase):
-    "LightningModule: in-batch softmax (log-Q corrected when `cfg.logq`) + validation NDCG@10."
-    def __init__(self, net: TwoTower, cfg: TrainConfig, val=None, item_counts: np.ndarray | None = None):
-        super().__init__(net, cfg)
-        self.val = val  # (users [b], truth csr [b, N], exclude csr [b, N]) or None
-        lq = None
-        if item_counts is not None:
-            lq = torch.log(torch.as_tensor(item_counts, dtype=torch.float32).clamp(min=1) / float(item_counts.sum()))
-        self.register_buffer("logq", lq, persistent=False)
-
-    def training_step(self, batch, i):
-        u = self.net.user_vec(batch["user"], drop_items=batch["item"])  # [b, d]
-        v = self.net.item_vec(batch["item"])                             # [b, d]
-        loss = in_batch_softmax_loss(u, v, batch["item"], self.logq if self.cfg.logq else None, self.net.cfg.temperature)
-        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=len(u))
-        return loss
-
-    @torch.no_grad()
-    def scores(self, users: torch.Tensor) -> torch.Tensor:
-        "Scores `[b, N]` for user indices."
-        return (self.net.user_vec(users.to(self.device)) @ self.net.all_items().T).float().cpu()
-
-    def val_ndcg(self) -> float:
-        users, truth, excl = self.val
-        return ndcg_at_k(self.scores(users).numpy(), truth, excl)
-
-# %% ../../nbs/33_models.two_tower.ipynb #30687d5e
-class TwoTowerRecommender(Recommender):
-    "Retrieval model: two towers trained by `fit_task`; `item_embeddings()` feeds an ANN index."
-    name = "two_tower"
-    def __init__(self, item_tags: torch.Tensor, n_tags: int, dim: int = 64, temperature: float = 0.05,
-                 history_len: int = 50, train: TrainConfig | None = None):
-        self.item_tags, self.n_tags, self.dim, self.temperature = item_tags, n_tags, dim, temperature
-        self.history_len, self.train = history_len, train or TrainConfig(loss="in_batch", logq=True)
-        self.report_: TrainReport | None = None
-
-    def params(self) -> dict:
-        return {k: v for k, v in super().params().items() if k != "item_tags"}
-
-    def fit(self, train: Interactions, valid: Interactions | None = None, out_dir=None, resume_from=None,
-            callbacks: list | None = None) -> TwoTowerRecommender:
-        self._remember(train)
-        seed_everything(self.train.seed)
-        hist = padded_rows(train.users, train.items, -train.weights, train.n_users, self.history_len)
-        cfg = TwoTowerConfig(train.n_users, train.n_items, self.n_tags, self.dim, self.temperature)
-        self.net_ = TwoTower(cfg, hist, self.item_tags)
-        val = None
-        if valid is not None and len(valid):
-            vu = np.unique(valid.users)
-            val = (torch.from_numpy(vu.astype(np.int64)), valid.csr()[vu], self.train_[vu])
-        counts = np.bincount(train.items, minlength=train.n_items)
-        task = TwoTowerTask(self.net_, self.train, val, counts)
-        data = {"user": torch.from_numpy(train.users.astype(np.int64)), "item": torch.from_numpy(train.items.astype(np.int64))}
-        self.report_ = fit_task(task, data, out_dir=out_dir, resume_from=resume_from, callbacks=callbacks,
-                                config=self.config())
-        self.net_.eval()
-        with torch.no_grad():
-            self._items = self.net_.all_items()
-        return self
-
-    def config(self) -> dict:
-        "Architecture and training config."
-        return {"model": self.name, "net": asdict(self.net_.cfg), "history_len": self.history_len, "train": self.train.to_dict()}
-
-    def user_embeddings(self, users) -> np.ndarray:
-        "User vectors `[b, d]` (queries for ANN search)."
-        with torch.no_grad():
-            return self.net_.user_vec(torch.as_tensor(np.asarray(users), dtype=torch.long)).numpy()
-
-    def item_embeddings(self) -> np.ndarray:
-        "Item vectors `[n_items, d]` for an ANN index (inner product = model score)."
-        return self._items.numpy().copy()
-
-    def score(self, users) -> np.ndarray:
-        return (self.user_embeddings(users) @ self.item_embeddings().T).astype(np.float32)
-
-# %% ../../nbs/33_models.two_tower.ipynb #d0a2dcc7
-def load_two_tower(art_dir,                 # directory with model.safetensors + config.json
-                   train: Interactions,     # the training interactions the model was fitted on
-                   item_tags: torch.Tensor, # [n_items, T] tag tokens (as given to the constructor)
-                   n_tags: int) -> TwoTowerRecommender:
-    "Rebuild a saved `TwoTowerRecommender` for scoring, from safetensors + JSON (no pickle)."
-    import json
-    from pathlib import Path
-
-    from musicml.train.checkpoint import CheckpointError, load_weights
-    d = Path(art_dir)
-    if not (d / "config.json").is_file():
-        raise CheckpointError(f"{d / 'config.json'}: file not found (expected a two-tower artifact directory)")
-    cfg = json.loads((d / "config.json").read_text())
-    if cfg.get("model") != "two_tower":
-        raise CheckpointError(f"{d / 'config.json'}: model is {cfg.get('model')!r}, expected 'two_tower'")
-    n = cfg["net"]
-    m = TwoTowerRecommender(item_tags, n_tags, n["dim"], n["temperature"], cfg["history_len"], TrainConfig(**cfg["train"]))
-    m._remember(train)
-    net = TwoTower(TwoTowerConfig(**n), torch.zeros(n["n_users"], cfg["history_len"], dtype=torch.long), item_tags.clone())
-    m.net_ = load_weights(net, d / "model.safetensors").eval()
-    with torch.no_grad():
-        m._items = m.net_.all_items()
-    return m

@@ -19,7 +19,7 @@ from torch import nn
 
 from ..core import seed_everything
 from ..eval.metrics import ranking_metrics
-from ..models.base import mask_scores, top_k
+from ..eval.metrics import mask_scores, top_k
 from ..models.ranker import DCNRanker, RankerConfig
 from ..models.sasrec import SASRec, SASRecConfig, last_tokens
 
@@ -220,12 +220,12 @@ def sasrec_task(art_dir,          # artifact directory of a trained SASRec (or t
                 data_path=None,   # Last.fm 2K directory (default `$MUSICML_DATA`)
                 max_eval: int | None = None) -> InferenceTask:  # keep only the first test users (None = all)
     "`InferenceTask` of a trained SASRec: test users of the leave-one-out split, train + valid items excluded."
-    from musicml.models.sasrec import load_sasrec
-    from musicml.train.cli import _data
+    from musicml.train.sasrec import load_sasrec
+    from musicml.data.tasks import load_task
     d = _artifact_dir(art_dir)
     if not (d / "history.safetensors").is_file():
         raise FileNotFoundError(f"{d / 'history.safetensors'}: file not found (SASRec artifacts store the histories)")
-    _, split = _data("sasrec", data_path)
+    _, split = load_task("sasrec", data_path)
     m = load_sasrec(d, split.train)
     users = np.unique(split.test.users)[:max_eval]
     tokens = last_tokens(m.history_, users, m.max_len)
@@ -242,7 +242,7 @@ def ranker_task(art_dir,          # artifact directory of a trained ranker (or t
                 max_eval: int | None = None,  # keep only the first test users (None = all)
                 fold: bool = True) -> InferenceTask:  # precompute the per-artist tag averages (`DCNRanker.folded`)
     "`InferenceTask` of a trained DCN ranker: fp32 retriever candidates + dense features of the test users as inputs."
-    from musicml.models.ranker import load_ranker
+    from musicml.train.ranker import load_ranker
     d = _artifact_dir(art_dir)
     m, split = load_ranker(d, data_path)
     users = np.unique(split.test.users)[:max_eval]

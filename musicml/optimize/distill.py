@@ -11,9 +11,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..models.sasrec import SASRec, SASRecConfig, SASRecTask, bce_loss, sampled_softmax_loss, softmax_loss
+from ..models.sasrec import SASRec, SASRecConfig, bce_loss, sampled_softmax_loss, softmax_loss
+from ..train.sasrec import SASRecTask
 from .prune import SeqData, net_scores, param_count, size_bytes
-from ..train.core import TrainConfig, per_user_ndcg
+from ..core import single_stream
+from ..eval.metrics import per_user_ndcg
+from ..train.core import TrainConfig
 from ..train.loop import TrainReport, fit_task
 
 # %% auto #0
@@ -98,8 +101,7 @@ def paired_ratio_ci(base: np.ndarray, other: np.ndarray, n_boot: int = 2000, alp
 
 # %% ../../nbs/53_optimize.distill.ipynb #484a7876
 def batch1_latency(net: SASRec, tokens: torch.Tensor, n_queries: int = 300, warmup: int = 30) -> dict:
-    "Batch-1 full-catalog scoring latency of `net` over rows of `tokens` (`musicml.bench.harness.single_stream`)."
-    from musicml.bench.harness import single_stream
+    "Batch-1 full-catalog scoring latency of `net` over rows of `tokens` (`musicml.core.single_stream`)."
     net.eval()
     W = net.item_vectors().detach()
     def run(t):

@@ -19,7 +19,7 @@ from torch import nn
 from torch.export import Dim
 
 from .core import InferenceTask
-from ..data.datasets import sha256_file
+from ..artifacts import sha256_file
 
 # %% auto #0
 __all__ = ['ExportError', 'ExportReport', 'Runner', 'load_runner', 'export_pt2', 'export_onnx', 'quantize_onnx',
@@ -354,7 +354,7 @@ def export_all(task: InferenceTask,          # the task to export
                out_dir,                      # directory for the artifacts and manifest.json
                formats=("pt2", "onnx", "pte", "pte-int8", "aoti")) -> list[ExportReport]:
     "Export `task` to each of `formats` under `out_dir` and write `manifest.json` with the reports."
-    from musicml.train.checkpoint import write_manifest
+    from musicml.artifacts import write_manifest
     out = Path(out_dir)
     makers = {"pt2": lambda: export_pt2(task, path=out / f"{task.name}.pt2"),
               "onnx": lambda: export_onnx(task, path=out / f"{task.name}.onnx"),

@@ -20,8 +20,10 @@ from torch.nn.utils import prune as tprune
 
 from ..data.interactions import concat
 from ..data.splits import Split
-from ..models.sasrec import SASRec, SASRecConfig, SASRecTask, last_tokens, sequence_windows
-from ..train.core import TrainConfig, ndcg_at_k
+from ..models.sasrec import SASRec, SASRecConfig, last_tokens, sequence_windows
+from ..train.sasrec import SASRecTask
+from ..eval.metrics import ndcg_at_k
+from ..train.core import TrainConfig
 from ..train.loop import TrainReport, fit_task
 
 # %% auto #0

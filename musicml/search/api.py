@@ -1,4 +1,4 @@
-"""`POST /v1/search`: versioned request/response schemas and an APIRouter that any FastAPI app (the ranking service) can include.
+"""`POST /v1/search`: versioned request/response schemas and an APIRouter that any FastAPI app can include (the service, `musicml.serve.app`, mounts it when `MUSICML_SERVE_SEARCH_INDEX` is set).
 
 Docs: https://musicml.github.io/musicml/search.api.html.md"""
 

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from ..core import get_logger
-from ..data.datasets import ChecksumError, sha256_file
+from ..artifacts import sha256_file
+from ..data.datasets import ChecksumError
 from .catalog import Catalog, load_catalog, save_catalog
 from .embed import EmbeddingCache, Encoder, embed
 from .index import VectorIndex

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.datasets import ChecksumError, sha256_file
+from ..artifacts import sha256_file
+from ..data.datasets import ChecksumError
 
 # %% auto #0
 __all__ = ['KINDS', 'build_faiss', 'ann_recall', 'VectorIndex']

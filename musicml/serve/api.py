@@ -132,7 +132,7 @@ async def recommendations(req: RecommendationRequestV1, p: Pipe, request: Reques
     return _json(body)
 
 def _log_exposure(request: Request, user_id: int | None, body: dict):
-    "Log the exposure when the service runs an experiment (see `serve.service.exposure_logging`)."
+    "Log the exposure when the service runs an experiment (see `serve.app.exposure_logging`)."
     ex = getattr(request.app.state, "exposures", None)
     if ex is None or user_id is None: return
     a = ex[0].assign(user_id)

@@ -22,12 +22,12 @@ __all__ = ['serve_cmd', 'build_cmd', 'add_parser', 'main']
 def serve_cmd(args) -> int:
     "Run the ranking service (blocks until interrupted)."
     import uvicorn
-    from musicml.serve.service import ServeSettings, create_app
+    from musicml.serve.app import Settings, create_app
     over = {k: v for k, v in dict(models=args.models, host=args.host, port=args.port, max_batch=args.max_batch,
                                   max_wait_ms=args.max_wait_ms, reload_interval_s=args.reload_interval).items() if v is not None}
     if args.no_batching: over["batching"] = False
     if args.processes is not None: over["processes"] = args.processes
-    s = ServeSettings(**over)
+    s = Settings(**over)
     if s.processes < 1:
         print(f"musicml serve: --processes must be at least 1, got {s.processes}", file=sys.stderr); return 2
     json_logging(s.log_level)
@@ -42,7 +42,7 @@ def serve_cmd(args) -> int:
     os.environ.update({f"MUSICML_SERVE_{k.upper()}": str(v) for k, v in over.items()})
     own = not os.environ.get(MULTIPROC_ENV)
     if own: os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="musicml-metrics-")
-    try: uvicorn.run("musicml.serve.service:create_app", factory=True, workers=s.processes, **opts)
+    try: uvicorn.run("musicml.serve.app:create_app", factory=True, workers=s.processes, **opts)
     finally:
         if own: shutil.rmtree(os.environ.pop(MULTIPROC_ENV), ignore_errors=True)
     return 0

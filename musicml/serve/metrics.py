@@ -1,4 +1,4 @@
-"""The ranking service's Prometheus collectors (requests, per-stage latency, batch sizes, fallbacks, model version and load failures) and JSON logs that carry the request id.
+"""The service's Prometheus collectors (requests, per-stage latency, batch sizes, fallbacks, model version and load failures, search time) and JSON logs that carry the request id.
 
 Docs: https://musicml.github.io/musicml/serve.metrics.html.md"""
 
@@ -32,7 +32,7 @@ def multiprocess_dir() -> Path | None:
     return Path(d) if d else None
 
 class ServeMetrics:
-    "Prometheus collectors of the ranking service, in their own registry."
+    "Prometheus collectors of the service (`serve.app`), in their own registry."
     def __init__(self):
         r = self.registry = CollectorRegistry()
         self.requests = Counter("musicml_requests", "HTTP requests by route and status", ["route", "method", "status"], registry=r)

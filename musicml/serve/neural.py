@@ -13,12 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models.base import top_k
+from ..eval.metrics import top_k
 from ..models.ranker import DCNEnsemble, DCNRanker, RankerConfig
 from ..models.sasrec import SASRec, SASRecConfig
-from ..models.two_tower import Tower, _mean_bag
+from ..models.two_tower import Tower, mean_bag
 from ..optimize.core import RankerScorer
-from .stages import ArtifactError, Retriever, register_stage
+from ..artifacts import ArtifactError
+from .stages import Retriever, register_stage
 from pathlib import Path
 
 # %% auto #0
@@ -96,7 +97,7 @@ class UserTower(nn.Module):
     def forward(self, ids, known, tokens):                        # ids [b] int64, known [b] float32 (1 = known), tokens [b, H]
         k = known.unsqueeze(-1)                                   # [b, 1]
         idv = self.tower.id_emb(ids) * k + self.unknown * (1 - k) # [b, d]
-        x = torch.cat([idv, _mean_bag(self.tower.bag, tokens)], -1)   # [b, 2d]
+        x = torch.cat([idv, mean_bag(self.tower.bag, tokens)], -1)   # [b, 2d]
         return F.normalize(self.tower.mlp(x), dim=-1)             # [b, d]
 
 @register_stage

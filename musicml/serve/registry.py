@@ -20,54 +20,29 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..core import get_logger
-from ..data.datasets import sha256_file
+from ..artifacts import ArtifactError, load_arrays, save_arrays, sha256_file, verify_manifest, write_manifest
 from ..data.interactions import Interactions
 from ..models.baselines import ALS, EASE, ItemKNN
 from ..models.side_info import FriendsListen, TagProfile
 from . import neural  # noqa: F401  (registers the trained stage kinds: two_tower, sasrec, dcn)
 from .neural import DCNRankerStage, SASRecRetriever, TwoTowerRetriever
-from .stages import (STAGES, ArtifactError, BlendRanker, EASERetriever, EmbeddingRetriever,
-                                  FriendsStage, ItemKNNRetriever, TagProfileStage, load_arrays, save_arrays, tag_vectors)
+from .stages import (STAGES, BlendRanker, EASERetriever, EmbeddingRetriever,
+                                  FriendsStage, ItemKNNRetriever, TagProfileStage, tag_vectors)
 
 log = get_logger("musicml.serve.registry")
 
 # %% auto #0
-__all__ = ['log', 'FORMAT', 'DEFAULT_PARAMS', 'BASELINES', 'write_manifest', 'verify_artifact', 'build_artifacts',
-           'build_lastfm_artifacts', 'trained_stages', 'build_trained_artifacts', 'Bundle', 'load_bundle',
-           'build_synthetic_artifacts', 'build_synthetic_trained_artifacts', 'ModelRegistry']
+__all__ = ['log', 'FORMAT', 'DEFAULT_PARAMS', 'BASELINES', 'verify_artifact', 'build_artifacts', 'build_lastfm_artifacts',
+           'trained_stages', 'build_trained_artifacts', 'Bundle', 'load_bundle', 'build_synthetic_artifacts',
+           'build_synthetic_trained_artifacts', 'ModelRegistry']
 
 # %% ../../nbs/73_serve.registry.ipynb #a250935d
 FORMAT = "musicml-serving-bundle/1"
 
-def write_manifest(d: Path,        # version directory holding the files
-                   manifest: dict,  # everything but "files"
-                  ) -> dict:
-    "Hash every file of `d` into `manifest['files']` and write `d/manifest.json`."
-    files = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
-             for p in sorted(Path(d).iterdir()) if p.is_file() and p.name != "manifest.json"}
-    m = {"format": FORMAT, **manifest, "files": files}
-    (Path(d) / "manifest.json").write_text(json.dumps(m, indent=1))
-    return m
-
 def verify_artifact(d: Path) -> dict:
-    "The manifest of version directory `d`, after checking every file's size and sha256; `ArtifactError` otherwise."
-    d = Path(d); mp = d / "manifest.json"
-    if not mp.is_file(): raise ArtifactError(f"{d}: no manifest.json")
-    try: m = json.loads(mp.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ArtifactError(f"{mp}: not valid JSON ({e})") from None
-    if not isinstance(m, dict) or m.get("format") != FORMAT:
-        raise ArtifactError(f"{mp}: format must be {FORMAT!r}, got {m.get('format') if isinstance(m, dict) else m!r}")
-    for k in ("version", "created_ts", "stages", "files"):
-        if k not in m: raise ArtifactError(f"{mp}: missing field {k!r}")
-    listed = set(m["files"])
-    extra = sorted(p.name for p in d.iterdir() if p.name != "manifest.json" and p.name not in listed)
-    if extra: raise ArtifactError(f"{d}: files not in the manifest: {extra}")
-    for name, f in m["files"].items():
-        p = d / name
-        if not p.is_file(): raise ArtifactError(f"{p}: listed in the manifest but missing")
-        size = p.stat().st_size
-        if size != f["bytes"]: raise ArtifactError(f"{p}: truncated or resized: {size} bytes, manifest says {f['bytes']}")
-        if sha256_file(p) != f["sha256"]: raise ArtifactError(f"{p}: sha256 mismatch (tampered or corrupted)")
+    "The manifest of bundle directory `d` (`artifacts.verify_manifest` plus the bundle's own fields); `ArtifactError` otherwise."
+    m = verify_manifest(d, required=("format", "version", "created_ts", "stages"))
+    if m["format"] != FORMAT: raise ArtifactError(f"{Path(d) / 'manifest.json'}: format must be {FORMAT!r}, got {m['format']!r}")
     return m
 
 # %% ../../nbs/73_serve.registry.ipynb #7432857f
@@ -129,7 +104,7 @@ def build_artifacts(train: Interactions,                # training interactions 
     missing = [s for s in getattr(ranker, "needs", ()) if s not in stages]
     if missing: raise ValueError(f"the ranker needs stages {missing}, which the bundle does not have")
     stages["ranker"] = _write_stage(tmp, "ranker", ranker, "ranker", export)
-    write_manifest(tmp, {"name": "musicml-recommendations", "version": version, "created": now.isoformat(),
+    write_manifest(tmp, **{"format": FORMAT, "name": "musicml-recommendations", "version": version, "created": now.isoformat(),
                          "created_ts": now.timestamp(), "stages": stages, "data": data or {},
                          "n_users": int(train.n_users), "n_items": int(train.n_items)})
     os.rename(tmp, out / version)
@@ -191,18 +166,18 @@ def build_trained_artifacts(out: Path,                  # models directory
     "A serving bundle of the trained two-tower, SASRec and DCN ranker on Last.fm 2K (plus ItemKNN for /similar)."
     from musicml.data.interactions import artist_tag_matrix, lastfm_plays, lastfm_tag_sequences
     from musicml.data.lastfm import load_lastfm
-    from musicml.data.splits import leave_one_out, random_split
-    from musicml.models.ranker import load_ranker
-    from musicml.models.sasrec import load_sasrec
+    from musicml.data.tasks import load_task
+    from musicml.train.ranker import load_ranker
+    from musicml.train.sasrec import load_sasrec
     from musicml.models.two_tower import item_tag_matrix
-    from musicml.train.checkpoint import verify_manifest
+    from musicml.artifacts import verify_manifest
     d = load_lastfm(data_dir); x = lastfm_plays(d)
     def checked(a, model):
         m = verify_manifest(a)                                   # every file against its sha256
         if m.get("model") != model: raise ArtifactError(f"{Path(a) / 'manifest.json'}: model is {m.get('model')!r}, expected {model!r}")
         return {"dir": str(a), "recipe": m.get("recipe"), "created": m.get("created"), "manifest_sha256": sha256_file(Path(a) / "manifest.json")}
     prov = {"ranker": checked(ranker_dir, "ranker")}
-    split = random_split(x, seed=0)                              # the split `musicml train --model ranker` trains on
+    _, split = load_task("ranker", data=d)                       # the split `musicml train --model ranker` trains on
     want = json.loads((Path(ranker_dir) / "manifest.json").read_text()).get("split")
     got = json.loads(json.dumps(split.summary(), default=str))
     if want is not None and want != got:
@@ -213,7 +188,7 @@ def build_trained_artifacts(out: Path,                  # models directory
     if sasrec_dir is not None:
         prov["sasrec"] = checked(sasrec_dir, "sasrec")
         seqs = lastfm_tag_sequences(d)
-        sas = load_sasrec(sasrec_dir, leave_one_out(seqs).train)
+        sas = load_sasrec(sasrec_dir, load_task("sasrec", data=d)[1].train)
     stages, ranker = trained_stages(x, rk, sas, seqs, ranker_members)
     prov["ranker"]["served_members"] = ranker.members
     names = dict(zip(d.artists["artist_id"].tolist(), d.artists["name"].tolist()))
@@ -306,9 +281,9 @@ def build_synthetic_trained_artifacts(out: Path, version: str | None = None, n_u
     "A bundle of small trained models (two-tower, SASRec, a two-network DCN ensemble with EASE, friends and tag-profile features) on a synthetic log."
     import torch
     from musicml.data.splits import leave_one_out, random_split
-    from musicml.models.ranker import RankerRecommender
-    from musicml.models.sasrec import SASRecRecommender
-    from musicml.models.two_tower import TwoTowerRecommender
+    from musicml.train.ranker import RankerRecommender
+    from musicml.train.sasrec import SASRecRecommender
+    from musicml.train.two_tower import TwoTowerRecommender
     from musicml.train.core import TrainConfig
     raw, x, tags, tok, names = _synthetic(n_users, n_items, n_interactions, seed)
     tok, n_tags, split = torch.from_numpy(tok), int(tok.max()), random_split(x, seed=seed)

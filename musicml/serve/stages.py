@@ -7,65 +7,23 @@ Docs: https://musicml.github.io/musicml/serve.stages.html.md"""
 # %% ../../nbs/72_serve.stages.ipynb #4a909d77
 from __future__ import annotations
 
-import zipfile
-from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import svds
 
-from ..models.base import top_k
-from ..models.baselines import ALS, EASE, ItemKNN, _topk_per_row, reweight
+from ..eval.metrics import top_k
+from ..models.baselines import ALS, EASE, ItemKNN, topk_per_row, reweight
 from ..models.side_info import FriendsListen, TagProfile, friends_feature, gather_rows, profile_match
 
 # %% auto #0
-__all__ = ['STAGES', 'ArtifactError', 'save_arrays', 'load_arrays', 'Retriever', 'ItemKNNRetriever', 'EmbeddingRetriever',
-           'EASERetriever', 'FriendsStage', 'TagProfileStage', 'BlendRanker', 'tag_vectors', 'mmr', 'mmr_batch',
-           'register_stage']
-
-# %% ../../nbs/72_serve.stages.ipynb #6f70536d
-class ArtifactError(Exception):
-    "An artifact that is missing, malformed, tampered with or truncated."
-
-def save_arrays(path: Path,  # destination `.npz` (or `.safetensors`: dense numeric arrays only)
-                **arrays):
-    "Write numeric/str arrays (and CSR matrices, as their parts) to an uncompressed `.npz`, or dense arrays to safetensors."
-    if Path(path).suffix == ".safetensors":
-        from safetensors.numpy import save_file
-        bad = [k for k, v in arrays.items() if sp.issparse(v) or np.asarray(v).dtype.kind not in "biuf"]
-        if bad: raise ArtifactError(f"{path}: safetensors holds dense numeric arrays only; not {bad}")
-        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(path)); return
-    out = {}
-    for k, v in arrays.items():
-        if sp.issparse(v):
-            v = sp.csr_matrix(v)
-            out.update({f"{k}.data": v.data, f"{k}.indices": v.indices, f"{k}.indptr": v.indptr, f"{k}.shape": np.array(v.shape)})
-        else:
-            v = np.asarray(v)
-            if v.dtype == object: raise ArtifactError(f"{path}: array {k!r} has dtype object, which would need pickle")
-            out[k] = v
-    np.savez(path, **out)
-
-def load_arrays(path: Path) -> dict:
-    "Read an `.npz` written by `save_arrays` without unpickling (CSR parts are reassembled), or a `.safetensors` file."
-    if Path(path).suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.numpy import load_file
-        try: return load_file(str(path))
-        except (OSError, SafetensorError) as e: raise ArtifactError(f"{path}: cannot read arrays ({type(e).__name__}: {e})") from None
-    try:
-        with np.load(path, allow_pickle=False) as z: raw = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise ArtifactError(f"{path}: cannot read arrays ({type(e).__name__}: {e})") from None
-    out = {k: v for k, v in raw.items() if "." not in k}
-    for k in {k.split(".")[0] for k in raw if "." in k}:
-        out[k] = sp.csr_matrix((raw[f"{k}.data"], raw[f"{k}.indices"], raw[f"{k}.indptr"]), shape=tuple(raw[f"{k}.shape"]))
-    return out
+__all__ = ['STAGES', 'Retriever', 'ItemKNNRetriever', 'EmbeddingRetriever', 'EASERetriever', 'FriendsStage', 'TagProfileStage',
+           'BlendRanker', 'tag_vectors', 'mmr', 'mmr_batch', 'register_stage']
 
 # %% ../../nbs/72_serve.stages.ipynb #e44ebac1
 def _sparse_topk(m: sp.csr_matrix, n: int):
     "Top-`n` column indices/values per CSR row, padded with (-1, -inf)."
-    m = _topk_per_row(m, n); b = m.shape[0]
+    m = topk_per_row(m, n); b = m.shape[0]
     idx, val = np.full((b, n), -1, np.int32), np.full((b, n), -np.inf, np.float32)
     rows = np.repeat(np.arange(b), np.diff(m.indptr))
     order = np.lexsort((-m.data, rows)); pos = np.arange(len(order)) - m.indptr[rows[order]]

@@ -7,65 +7,17 @@ Docs: https://musicml.github.io/musicml/train.checkpoint.html.md"""
 # %% ../../nbs/42_train.checkpoint.ipynb #784cc2c4
 from __future__ import annotations
 
-import datetime as dt
 import json
 from pathlib import Path
 
 import lightning as L
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
-import musicml
-from ..data.datasets import sha256_file
+from ..artifacts import ArtifactError, read_tensors, save_weights, load_weights
 
 # %% auto #0
-__all__ = ['CheckpointError', 'save_weights', 'load_weights', 'save_checkpoint', 'load_checkpoint', 'SafetensorsCheckpoint',
-           'write_manifest', 'verify_manifest']
-
-# %% ../../nbs/42_train.checkpoint.ipynb #64ef1eb7
-class CheckpointError(ValueError):
-    "A checkpoint or artifact that cannot be loaded: unreadable, corrupt, or not matching the model."
-
-def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return {k: f.get_tensor(k) for k in f.keys()}
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: file not found") from None
-    except Exception as e:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e})") from None
-
-# %% ../../nbs/42_train.checkpoint.ipynb #10ffe8a5
-def save_weights(module: torch.nn.Module, path) -> Path:
-    "Write `module`'s state dict to a safetensors file (shared tensors stored once each)."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sd, seen = {}, set()
-    for k, v in module.state_dict().items():
-        v = v.detach().cpu()
-        sd[k] = v.clone().contiguous() if v.data_ptr() in seen else v.contiguous()
-        seen.add(v.data_ptr())
-    save_file(sd, str(path))
-    return path
-
-def load_weights(module: torch.nn.Module, path) -> torch.nn.Module:
-    "Load a safetensors file into `module`, refusing missing, unexpected or mis-shaped tensors."
-    path = Path(path)
-    sd = _read_tensors(path)
-    own = module.state_dict()
-    missing, extra = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
-    if missing:
-        raise CheckpointError(f"{path}: missing tensor(s) {missing[:5]} expected by {type(module).__name__}")
-    if extra:
-        raise CheckpointError(f"{path}: unexpected tensor(s) {extra[:5]} not in {type(module).__name__}")
-    for k, v in sd.items():
-        if v.shape != own[k].shape:
-            raise CheckpointError(f"{path}: tensor '{k}' has shape {tuple(v.shape)}, model expects {tuple(own[k].shape)}")
-        if v.dtype != own[k].dtype:
-            raise CheckpointError(f"{path}: tensor '{k}' has dtype {v.dtype}, model expects {own[k].dtype}")
-    module.load_state_dict(sd)
-    return module
+__all__ = ['save_checkpoint', 'load_checkpoint', 'SafetensorsCheckpoint']
 
 # %% ../../nbs/42_train.checkpoint.ipynb #51e5eef2
 def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict, list]:
@@ -97,19 +49,19 @@ def load_checkpoint(ckpt_dir, module: torch.nn.Module, optimizer: torch.optim.Op
     try:
         st = json.loads(st_path.read_text()) if st_path.exists() else {}
     except json.JSONDecodeError as e:
-        raise CheckpointError(f"{st_path}: invalid JSON ({e})") from None
+        raise ArtifactError(f"{st_path}: invalid JSON ({e})") from None
     if optimizer is not None:
-        flat = _read_tensors(d / "optimizer.safetensors")
+        flat = read_tensors(d / "optimizer.safetensors")
         state: dict = {}
         for k, v in flat.items():
             _, i, name = k.split(".", 2)
             state.setdefault(int(i), {})[name] = v
         groups = st.get("param_groups")
         if groups is None:
-            raise CheckpointError(f"{st_path}: no optimizer param_groups to resume from")
+            raise ArtifactError(f"{st_path}: no optimizer param_groups to resume from")
         n_own = sum(len(g["params"]) for g in optimizer.param_groups)
         if sum(len(g["params"]) for g in groups) != n_own:
-            raise CheckpointError(f"{d / 'optimizer.safetensors'}: state for {sum(len(g['params']) for g in groups)} parameters, optimizer has {n_own}")
+            raise ArtifactError(f"{d / 'optimizer.safetensors'}: state for {sum(len(g['params']) for g in groups)} parameters, optimizer has {n_own}")
         optimizer.load_state_dict({"state": state, "param_groups": groups})
     return st
 
@@ -132,32 +84,3 @@ class SafetensorsCheckpoint(L.Callback):
         if epoch % self.every == 0 or trainer.current_epoch + 1 >= trainer.max_epochs or trainer.should_stop:
             opt = trainer.optimizers[0] if trainer.optimizers else None
             save_checkpoint(self.out_dir / "last", net, self.config, opt, {"epoch": epoch, "step": trainer.global_step})
-
-# %% ../../nbs/42_train.checkpoint.ipynb #ec782880
-def write_manifest(art_dir, **meta) -> dict:
-    "Write `manifest.json` with `meta`, creation time, package version and the sha256 of every other file."
-    d = Path(art_dir)
-    files = {str(p.relative_to(d)): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
-             for p in sorted(d.rglob("*")) if p.is_file() and p.name != "manifest.json"}
-    man = dict(meta, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-               musicml_version=musicml.__version__, files=files)
-    (d / "manifest.json").write_text(json.dumps(man, indent=1, default=str))
-    return man
-
-def verify_manifest(art_dir) -> dict:
-    "Check every file listed in `manifest.json` against its sha256; returns the manifest."
-    d = Path(art_dir)
-    mp = d / "manifest.json"
-    try:
-        man = json.loads(mp.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{mp}: no manifest in artifact directory") from None
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{mp}: invalid JSON ({e})") from None
-    for name, info in man.get("files", {}).items():
-        p = d / name
-        if not p.exists():
-            raise CheckpointError(f"{p}: listed in manifest.json but missing")
-        if sha256_file(p) != info["sha256"]:
-            raise CheckpointError(f"{p}: sha256 differs from manifest.json (file changed or corrupt)")
-    return man

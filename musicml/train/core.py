@@ -11,15 +11,10 @@ import time
 from dataclasses import asdict, dataclass
 
 import lightning as L
-import numpy as np
-import scipy.sparse as sp
 import torch
 
-from ..eval.metrics import ranking_metrics
-from ..models.base import mask_scores, top_k
-
 # %% auto #0
-__all__ = ['TrainConfig', 'IndexBatches', 'TensorDataModule', 'make_optimizer', 'make_trainer', 'per_user_ndcg', 'ndcg_at_k']
+__all__ = ['TrainConfig', 'IndexBatches', 'TensorDataModule', 'make_optimizer', 'make_trainer']
 
 # %% ../../nbs/40_train.core.ipynb #f4dd2390
 @dataclass
@@ -149,22 +144,3 @@ def make_trainer(cfg: TrainConfig, callbacks: list | None = None, max_epochs: in
                      logger=False, enable_checkpointing=False, enable_progress_bar=cfg.progress,
                      enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
                      use_distributed_sampler=False, deterministic=False)
-
-# %% ../../nbs/40_train.core.ipynb #fe33ea35
-def per_user_ndcg(scores: np.ndarray,       # [b, n_items] scores of the users in `rows` order
-                  truth: sp.csr_matrix,     # [b, n_items] relevant items per user
-                  exclude: sp.csr_matrix | None = None,  # [b, n_items] items masked out before ranking
-                  k: int = 10) -> np.ndarray:
-    "NDCG@k of `scores` against `truth`, one value per user with at least one relevant item."
-    keep = np.diff(truth.indptr) > 0
-    s = np.array(scores[keep], dtype=np.float32, copy=True)
-    truth = truth[keep]
-    if exclude is not None:
-        mask_scores(s, exclude[keep])
-    idx, _ = top_k(s, k)
-    hits = np.asarray(truth[np.repeat(np.arange(len(idx)), idx.shape[1]), idx.ravel()]).reshape(idx.shape).astype(bool)
-    return ranking_metrics(hits, np.diff(truth.indptr), ks=(k,), metrics=("ndcg",))[f"ndcg@{k}"]
-
-def ndcg_at_k(scores: np.ndarray, truth: sp.csr_matrix, exclude: sp.csr_matrix | None = None, k: int = 10) -> float:
-    "Mean NDCG@k of `scores` against `truth` (users without relevant items are skipped)."
-    return float(per_user_ndcg(scores, truth, exclude, k).mean())

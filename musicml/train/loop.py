@@ -16,7 +16,8 @@ import lightning as L
 import torch
 
 from .callbacks import standard_callbacks
-from .checkpoint import CheckpointError, SafetensorsCheckpoint, load_checkpoint
+from ..artifacts import ArtifactError
+from .checkpoint import SafetensorsCheckpoint, load_checkpoint
 from .core import TensorDataModule, TrainConfig, make_optimizer, make_trainer
 
 # %% auto #0
@@ -67,7 +68,7 @@ def fit_task(task: TaskBase, tensors: dict[str, torch.Tensor], out_dir=None, res
         try:
             offset = int(json.loads(sp.read_text())["epoch"])
         except (FileNotFoundError, KeyError, ValueError) as e:
-            raise CheckpointError(f"{sp}: cannot resume ({type(e).__name__}: {e})") from None
+            raise ArtifactError(f"{sp}: cannot resume ({type(e).__name__}: {e})") from None
         task._resume_dir = rd
     cbs = standard_callbacks(cfg, out_dir)
     if out_dir is not None:
