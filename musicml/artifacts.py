@@ -141,6 +141,7 @@ def verify_manifest(art_dir, required: tuple = ()) -> dict:
         p = d / name
         if not p.is_file(): raise ArtifactError(f"{p}: listed in manifest.json but missing")
         if p.stat().st_size != info["bytes"]:
-            raise ArtifactError(f"{p}: truncated or resized: {p.stat().st_size} bytes, manifest.json says {info['bytes']}")
+            raise ArtifactError(f"{p}: sha256 differs from manifest.json: truncated or resized to {p.stat().st_size} bytes, "
+                               f"manifest.json says {info['bytes']}")
         if sha256_file(p) != info["sha256"]: raise ArtifactError(f"{p}: sha256 differs from manifest.json (sha256 mismatch: tampered or corrupt)")
     return man

@@ -10,10 +10,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from musicml.recipes.bundles import build_synthetic_artifacts
 from musicml.search.catalog import Catalog
 from musicml.search.embed import EmbeddingCache, Encoder
 from musicml.search.hybrid import Searcher
-from musicml.serve.registry import build_synthetic_artifacts
 
 DOCS = Catalog(["lastfm:1", "lastfm:2", "lastfm:3", "musiccaps:abc"], ["Slowdive", "Metallica", "Burial", "abc @30s"],
                ["Slowdive. Tags: shoegaze, dream pop, female vocalists.", "Metallica. Tags: thrash metal, heavy metal.",

@@ -6,9 +6,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from musicml.artifacts import load_arrays
+from musicml.recipes.bundles import build_synthetic_artifacts, build_synthetic_trained_artifacts
 from musicml.serve.api import RankResponseV1, RecommendationResponseV1, SimilarResponseV1
 from musicml.serve.loadgen import ServerProcess
-from musicml.serve.registry import build_synthetic_artifacts, build_synthetic_trained_artifacts
 
 # every endpoint test runs against both kinds of bundle: baselines with the blend ranker, and trained models
 # (two-tower + SASRec retrieval, a DCN ensemble with EASE, friends and tag-profile features, ItemKNN for /similar)

@@ -5,7 +5,7 @@ from pathlib import Path
 import papermill as pm
 import pytest
 
-from musicml.serve.registry import build_synthetic_trained_artifacts
+from musicml.recipes.bundles import build_synthetic_trained_artifacts
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,8 +4,8 @@ import httpx
 from musicml.artifacts import load_arrays
 from musicml.experiment.assign import Experiment, Layer
 from musicml.experiment.events import read_events
+from musicml.recipes.bundles import build_synthetic_artifacts
 from musicml.serve.loadgen import ServerProcess
-from musicml.serve.registry import build_synthetic_artifacts
 
 
 def test_recommendations_are_logged_as_exposures(tmp_path):

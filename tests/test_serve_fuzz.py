@@ -8,8 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
+from musicml.recipes.bundles import build_synthetic_trained_artifacts
 from musicml.serve.loadgen import ServerProcess
-from musicml.serve.registry import build_synthetic_trained_artifacts
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "openapi.json"
 SCHEMA = schemathesis.openapi.from_path(str(DOC))

@@ -9,8 +9,8 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from musicml.artifacts import load_arrays
+from musicml.recipes.bundles import build_synthetic_trained_artifacts
 from musicml.serve.loadgen import ServerProcess, open_loop, request_mix
-from musicml.serve.registry import build_synthetic_trained_artifacts
 
 
 def _families(url):

@@ -56,7 +56,7 @@ class CrashOnce(L.Callback):
 
 # %% ../../nbs/89b_dist.train.ipynb #ad1fee64
 def ray_trainer_factory(extra_callbacks: list | None = None):
-    "A `make_trainer` replacement building a Lightning `Trainer` for a Ray Train worker."
+    "A `trainer_factory` for `fit_task` building a Lightning `Trainer` for a Ray Train worker."
     def make(cfg: TrainConfig, callbacks: list | None = None, max_epochs: int | None = None) -> L.Trainer:
         from ray.train.lightning import RayDDPStrategy, RayLightningEnvironment, prepare_trainer
         gpu = torch.cuda.is_available() and cfg.accelerator != "cpu"
@@ -70,15 +70,6 @@ def ray_trainer_factory(extra_callbacks: list | None = None):
         return prepare_trainer(trainer)
     return make
 
-@contextlib.contextmanager
-def _patched_make_trainer(make):
-    import musicml.train.loop as loop
-    old = loop.make_trainer
-    loop.make_trainer = make
-    try:
-        yield
-    finally:
-        loop.make_trainer = old
 
 # %% ../../nbs/89b_dist.train.ipynb #ac4b5577
 def global_batch(cfg: TrainConfig, n_workers: int) -> dict:
@@ -110,8 +101,8 @@ def _worker(config: dict):
     if config.get("crash") is not None:
         cbs.append(CrashOnce(epoch_offset=offset, **config["crash"]))
     torch.set_num_threads(int(config.get("threads") or 1))
-    with _patched_make_trainer(ray_trainer_factory(cbs)):
-        res = config["fit_fn"](out_dir=str(own), resume_from=None if resume is None else str(resume), **config["kwargs"])
+    res = config["fit_fn"](out_dir=str(own), resume_from=None if resume is None else str(resume),
+                           trainer_factory=ray_trainer_factory(cbs), **config["kwargs"])
     if rank == 0:
         res = dict(res, world_size=ctx.get_world_size(), resumed_from_epoch=offset)
         (out / "ray_result.json").write_text(json.dumps(res, indent=1, default=float))
@@ -150,7 +141,7 @@ def ray_fit(fit_fn,                       # module-level fn(out_dir, resume_from
     return dict(json.loads(p.read_text()), ray_wall_s=time.perf_counter() - t0, num_workers=num_workers)
 
 # %% ../../nbs/89b_dist.train.ipynb #4815506b
-def fit_two_tower_prepared(out_dir, resume_from=None, prepared=None, dim: int = 32, history_len: int = 20,
+def fit_two_tower_prepared(out_dir, resume_from=None, trainer_factory=None, prepared=None, dim: int = 32, history_len: int = 20,
                            **train) -> dict:
     "Train `TwoTowerRecommender` on a prepared split (train + valid); weights to `out_dir/model`; returns the report."
     from musicml.train.two_tower import TwoTowerRecommender
@@ -158,17 +149,17 @@ def fit_two_tower_prepared(out_dir, resume_from=None, prepared=None, dim: int = 
     s = load_prepared(prepared, mmap=False)
     tags = torch.zeros(s.train.n_items, 1, dtype=torch.long)
     m = TwoTowerRecommender(tags, 1, dim=dim, history_len=history_len, train=TrainConfig(**{"loss": "in_batch", **train}))
-    m.fit(s.train, s.valid, out_dir=out_dir, resume_from=resume_from)
+    m.fit(s.train, s.valid, out_dir=out_dir, resume_from=resume_from, trainer_factory=trainer_factory)
     save_checkpoint(Path(out_dir) / "model", m.net_, m.config())
     rep = m.report_.to_dict()
     return dict(best_ndcg=rep["best_ndcg"], epochs=rep["epochs"], history=rep["history"], throughput=rep["throughput"],
                 world_size=rep["world_size"], wall_s=rep["wall_s"])
 
-def fit_train_model(out_dir, resume_from=None, model: str = "two_tower", recipe: str = "optimized", data_path=None,
+def fit_train_model(out_dir, resume_from=None, trainer_factory=None, model: str = "two_tower", recipe: str = "optimized", data_path=None,
                     **overrides) -> dict:
     "`train_model` as a Ray fit function (artifact under `out_dir/model`)."
     from musicml.recipes.train import train_model
-    return train_model(model, out_dir, recipe, data_path, resume_from, **overrides)
+    return train_model(model, out_dir, recipe, data_path, resume_from, trainer_factory, **overrides)
 
 def train_model_ray(model: str, out, recipe: str = "optimized", data_path=None, address: str | None = None,
                     num_workers: int = 2, use_gpu: bool = False, cpus_per_worker: float = 1, num_cpus: int | None = None,

@@ -75,8 +75,9 @@ def build_model(model: str, recipe: str, d=None, split=None, **overrides):
     return RankerRecommender(retriever, tags, n_tags, n_candidates=100, feature_models=tuple(f.fit(split.train) for f in feats),
                              label_folds=kw.get("label_folds", 0), ensemble=kw.get("ensemble", 1), train=cfg)
 
-def train_model(model: str, out, recipe: str = "optimized", data_path=None, resume_from=None, **overrides) -> dict:
-    "Train `model` on Last.fm 2K, evaluate on the test split and write the artifact directory `out`; returns metrics."
+def train_model(model: str, out, recipe: str = "optimized", data_path=None, resume_from=None, trainer_factory=None,
+                **overrides) -> dict:
+    "Train `model` on its task's split (`trainer_factory`: a Lightning `Trainer` of your own, as Ray Train's), evaluate on the test split and write the artifact directory `out`; returns metrics."
     from musicml.eval.evaluator import evaluate, evaluate_sampled
     from musicml.artifacts import write_manifest
     from musicml.train.checkpoint import save_checkpoint
@@ -85,7 +86,7 @@ def train_model(model: str, out, recipe: str = "optimized", data_path=None, resu
     d, s = load_task(model, data_path)
     m = build_model(model, recipe, d, s, **overrides)
     t0 = time.perf_counter()
-    m.fit(s.train, s.valid, out_dir=out, resume_from=resume_from)
+    m.fit(s.train, s.valid, out_dir=out, resume_from=resume_from, trainer_factory=trainer_factory)
     fit_s = time.perf_counter() - t0
     exclude = [s.train, s.valid]
     metrics = {"test_full": evaluate(m, s.test, exclude).metrics}

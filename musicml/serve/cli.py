@@ -49,7 +49,7 @@ def serve_cmd(args) -> int:
 
 def build_cmd(args) -> int:
     "Write a serving bundle: trained models when `--ranker` is given (two-tower + DCN, SASRec with `--sasrec`), else baselines."
-    from musicml.serve.registry import build_lastfm_artifacts, build_trained_artifacts
+    from musicml.recipes.bundles import build_lastfm_artifacts, build_trained_artifacts
     if args.sasrec and not args.ranker:
         print("musicml serve build-artifacts: --sasrec needs --ranker (the ranker artifact holds the two-tower retriever)", file=sys.stderr)
         return 2

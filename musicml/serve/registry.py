@@ -1,4 +1,4 @@
-"""Versioned serving bundles: build one from fitted baselines, write `manifest.json` with the sha256 of every file, refuse tampered or truncated artifacts at load, and hot-reload the newest version atomically.
+"""Versioned serving bundles: write one from ready stages with a `manifest.json` holding the sha256 of every file, refuse tampered or truncated bundles at load, and hot-reload the newest version atomically.
 
 Docs: https://musicml.github.io/musicml/serve.registry.html.md"""
 
@@ -7,7 +7,6 @@ Docs: https://musicml.github.io/musicml/serve.registry.html.md"""
 # %% ../../nbs/73_serve.registry.ipynb #a148f9d9
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import threading
@@ -20,21 +19,15 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..core import get_logger
-from ..artifacts import ArtifactError, load_arrays, save_arrays, sha256_file, verify_manifest, write_manifest
+from ..artifacts import ArtifactError, load_arrays, save_arrays, verify_manifest, write_manifest
 from ..data.interactions import Interactions
-from ..models.baselines import ALS, EASE, ItemKNN
-from ..models.side_info import FriendsListen, TagProfile
 from . import neural  # noqa: F401  (registers the trained stage kinds: two_tower, sasrec, dcn)
-from .neural import DCNRankerStage, SASRecRetriever, TwoTowerRetriever
-from .stages import (STAGES, BlendRanker, EASERetriever, EmbeddingRetriever,
-                                  FriendsStage, ItemKNNRetriever, TagProfileStage, tag_vectors)
+from .stages import STAGES, BlendRanker, tag_vectors
 
 log = get_logger("musicml.serve.registry")
 
 # %% auto #0
-__all__ = ['log', 'FORMAT', 'DEFAULT_PARAMS', 'BASELINES', 'verify_artifact', 'build_artifacts', 'build_lastfm_artifacts',
-           'trained_stages', 'build_trained_artifacts', 'Bundle', 'load_bundle', 'build_synthetic_artifacts',
-           'build_synthetic_trained_artifacts', 'ModelRegistry']
+__all__ = ['log', 'FORMAT', 'verify_artifact', 'check_roles', 'write_bundle', 'Bundle', 'load_bundle', 'ModelRegistry']
 
 # %% ../../nbs/73_serve.registry.ipynb #a250935d
 FORMAT = "musicml-serving-bundle/1"
@@ -45,15 +38,7 @@ def verify_artifact(d: Path) -> dict:
     if m["format"] != FORMAT: raise ArtifactError(f"{Path(d) / 'manifest.json'}: format must be {FORMAT!r}, got {m['format']!r}")
     return m
 
-# %% ../../nbs/73_serve.registry.ipynb #7432857f
-DEFAULT_PARAMS = {"itemknn": {"k": 100, "shrink": 10.0}, "als": {"factors": 64, "iterations": 10}, "ease": {"l2": 200.0}}
-BASELINES = ("itemknn", "als", "ease")
-
-def _fit_baseline(name: str, train: Interactions, p: dict):
-    return {"itemknn": lambda: ItemKNNRetriever.from_model(ItemKNN(**p["itemknn"]).fit(train)),
-            "als": lambda: EmbeddingRetriever.from_model(ALS(**p["als"]).fit(train)),
-            "ease": lambda: EASERetriever.from_model(EASE(**p["ease"]).fit(train))}[name]()
-
+# %% ../../nbs/73_serve.registry.ipynb #fe9695ea
 def _write_stage(tmp: Path, name: str, stage, role: str, export: bool = True) -> dict:
     if stage.kind not in STAGES: raise ValueError(f"stage {name!r} has unknown kind {stage.kind!r}; register it in STAGES")
     arrays, config = stage.state()
@@ -63,27 +48,26 @@ def _write_stage(tmp: Path, name: str, stage, role: str, export: bool = True) ->
         config = {**config, **stage.export_runtime(tmp, name)}
     return {"kind": stage.kind, "role": role, "file": file, "config": config}
 
-def build_artifacts(train: Interactions,                # training interactions (weights = plays)
-                    out: Path,                          # models directory; the version goes in a sub-directory
-                    retrievers=("itemknn", "als"),      # baselines fitted on `train` that propose candidates: itemknn, als, ease
-                    item_names: np.ndarray | None = None,  # artist names aligned with `train.item_ids`
-                    tags: sp.csr_matrix | None = None,  # item x tag counts aligned with `train.item_ids` (MMR)
-                    params: dict | None = None,         # per-baseline constructor arguments (defaults: DEFAULT_PARAMS)
-                    weights: dict | None = None,        # blend ranker weights per retriever (default 1 each)
-                    version: str | None = None,         # default: `v` + UTC time
-                    data: dict | None = None,           # provenance recorded in the manifest
-                    extra_stages: dict | None = None,   # name -> ready stage, or (stage, role) with role retriever|feature
-                    ranker=None,                        # a ranking stage (default: `BlendRanker` over all retrievers)
-                    features=(),                        # baselines fitted on `train` that only score (ranker features, /similar)
-                    export: bool = True,                # export trained networks to ONNX (served by ONNX Runtime)
-                   ) -> Path:
-    "Fit the chosen baselines on `train`, add the ready stages, and write a verified serving bundle; returns its directory."
-    bad = [r for r in (*retrievers, *features) if r not in BASELINES]
-    if bad: raise ValueError(f"baselines must be among {', '.join(BASELINES)}; got {bad}")
-    extra = {k: (v if isinstance(v, tuple) else (v, "retriever")) for k, v in (extra_stages or {}).items()}
-    roles = {k: r for k, (_, r) in extra.items()} | {r: "retriever" for r in retrievers} | {f: "feature" for f in features}
+def check_roles(roles: dict):
+    "Refuse stage roles other than retriever/feature, and a bundle without a retriever."
     if any(r not in ("retriever", "feature") for r in roles.values()): raise ValueError(f"stage roles must be retriever or feature: {roles}")
     if not any(r == "retriever" for r in roles.values()): raise ValueError("a bundle needs at least one retriever")
+
+def write_bundle(train: Interactions,        # training interactions (weights = plays): the catalogue and seen items
+                 out: Path,                  # models directory; the version goes in a sub-directory
+                 stages: dict,               # name -> stage, (stage, role) or (stage, role, extra manifest fields)
+                 ranker=None,                # a ranking stage (default: `BlendRanker` over all retrievers)
+                 item_names: np.ndarray | None = None,  # artist names aligned with `train.item_ids`
+                 tags: sp.csr_matrix | None = None,     # item x tag counts aligned with `train.item_ids` (MMR)
+                 version: str | None = None,            # default: `v` + UTC time
+                 data: dict | None = None,              # provenance recorded in the manifest
+                 export: bool = True,                   # export trained networks to ONNX (served by ONNX Runtime)
+                 weights: dict | None = None,           # blend ranker weights per retriever (default 1 each)
+                ) -> Path:
+    "Write ready stages as a verified serving bundle (written under a hidden name, renamed into place); returns its directory."
+    stages = {k: (v if isinstance(v, tuple) else (v, "retriever")) for k, v in stages.items()}
+    roles = {k: v[1] for k, v in stages.items()}
+    check_roles(roles)
     now = datetime.now(timezone.utc)
     version = version or "v" + now.strftime("%Y%m%dT%H%M%S%f")
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
@@ -94,107 +78,17 @@ def build_artifacts(train: Interactions,                # training interactions 
     if item_names is not None: cat["names"] = np.asarray(item_names, str)
     if tags is not None: cat["tag_vecs"] = tag_vectors(tags)
     save_arrays(tmp / "catalog.npz", **cat)
-    stages, p = {}, {**DEFAULT_PARAMS, **(params or {})}
-    for r in (*retrievers, *features):
-        t = time.perf_counter()
-        stages[r] = {**_write_stage(tmp, r, _fit_baseline(r, train, p), roles[r]), "params": p[r], "fit_s": round(time.perf_counter() - t, 3)}
-    for name, (stage, role) in extra.items():
-        stages[name] = _write_stage(tmp, name, stage, role, export)
+    written = {name: {**_write_stage(tmp, name, st, role, export), **(extra[0] if extra else {})}
+               for name, (st, role, *extra) in stages.items()}
     ranker = ranker or BlendRanker(weights or {r: 1.0 for r, role in roles.items() if role == "retriever"})
-    missing = [s for s in getattr(ranker, "needs", ()) if s not in stages]
+    missing = [s for s in getattr(ranker, "needs", ()) if s not in written]
     if missing: raise ValueError(f"the ranker needs stages {missing}, which the bundle does not have")
-    stages["ranker"] = _write_stage(tmp, "ranker", ranker, "ranker", export)
+    written["ranker"] = _write_stage(tmp, "ranker", ranker, "ranker", export)
     write_manifest(tmp, **{"format": FORMAT, "name": "musicml-recommendations", "version": version, "created": now.isoformat(),
-                         "created_ts": now.timestamp(), "stages": stages, "data": data or {},
-                         "n_users": int(train.n_users), "n_items": int(train.n_items)})
+                           "created_ts": now.timestamp(), "stages": written, "data": data or {},
+                           "n_users": int(train.n_users), "n_items": int(train.n_items)})
     os.rename(tmp, out / version)
     return out / version
-
-# %% ../../nbs/73_serve.registry.ipynb #66b552fb
-def build_lastfm_artifacts(out: Path,                 # models directory
-                           data_dir: str | None = None,  # Last.fm 2K folder (default: $MUSICML_DATA)
-                           **kw) -> Path:
-    "`build_artifacts` on all Last.fm 2K plays, with artist names and the artist x tag matrix."
-    from musicml.data.interactions import artist_tag_matrix, lastfm_plays
-    from musicml.data.lastfm import load_lastfm
-    d = load_lastfm(data_dir); x = lastfm_plays(d)
-    names = dict(zip(d.artists["artist_id"].tolist(), d.artists["name"].tolist()))
-    item_names = np.array([str(names.get(int(i), "")) for i in x.item_ids])
-    return build_artifacts(x, out, item_names=item_names, tags=artist_tag_matrix(d, x.item_ids),
-                           data={"dataset": "lastfm-2k", "path": str(d.path)}, **kw)
-
-# %% ../../nbs/73_serve.registry.ipynb #a23becaa
-def trained_stages(x: Interactions,        # the bundle's interactions (its user and artist id maps)
-                   ranker,                 # fitted `RankerRecommender` whose retriever is a `TwoTowerRecommender`
-                   sasrec=None,            # fitted `SASRecRecommender` (optional)
-                   sequences: Interactions | None = None,  # dated events over SASRec's id maps: the stored sequences
-                   ranker_members: int | None = None,      # serve the first N networks of an ensemble ranker (None: all)
-                  ) -> tuple[dict, DCNRankerStage]:
-    "`({name: (stage, role)}, ranking stage)` for trained models."
-    if ranker.n_items_ != x.n_items or ranker.n_users_ != x.n_users:
-        raise ValueError(f"the ranker was trained on {ranker.n_users_} users x {ranker.n_items_} artists; the bundle has {x.n_users} x {x.n_items}")
-    stages = {"two_tower": (TwoTowerRetriever.from_model(ranker.retriever), "retriever")}
-    feats = []
-    for fm in ranker.feature_models:                             # each becomes a feature stage, in training order
-        if isinstance(fm, EASE): name, st = "ease", EASERetriever.from_model(fm)
-        elif isinstance(fm, FriendsListen): name, st = ("friends_share" if fm.share else "friends"), FriendsStage.from_model(fm)
-        elif isinstance(fm, TagProfile): name, st = "tag_profile", TagProfileStage.from_model(fm)
-        else: raise ValueError(f"feature model {type(fm).__name__} has no serving stage (EASE, FriendsListen and TagProfile have)")
-        if name in stages: raise ValueError(f"two feature models would both serve as stage {name!r}")
-        stages[name] = (st, "feature"); feats.append(name)
-    if sasrec is not None:
-        if sequences is None or sequences.n_items != sasrec.n_items_:
-            raise ValueError("SASRec needs `sequences` over its own id maps (the dated events it was trained on)")
-        def match(ours, theirs):                                 # position of each raw id of `theirs` in `ours`, -1 if absent
-            pos = np.searchsorted(ours, theirs).clip(max=len(ours) - 1)
-            return np.where(ours[pos] == theirs, pos, -1)
-        to_bundle, bu = match(x.item_ids, sequences.item_ids), match(x.user_ids, sequences.user_ids)
-        sq = sequences.sequences(); lens = np.diff(sq.offsets)
-        n = np.zeros(x.n_users, np.int64); n[bu[bu >= 0]] = lens[bu >= 0]
-        offsets = np.concatenate([[0], np.cumsum(n)])
-        items = sq.items[np.repeat(bu >= 0, lens)]               # id maps are sorted, so users keep their order
-        stages["sasrec"] = (SASRecRetriever(sasrec.net_, to_bundle, offsets, items, x.n_items), "retriever")
-    return stages, DCNRankerStage.from_model(ranker, "two_tower", tuple(feats), ranker_members)
-
-def build_trained_artifacts(out: Path,                  # models directory
-                            ranker_dir: Path,           # `musicml train --model ranker` artifact (holds its two-tower)
-                            sasrec_dir: Path | None = None,  # `musicml train --model sasrec` artifact
-                            data_dir: str | None = None,     # Last.fm 2K folder (default: $MUSICML_DATA)
-                            version: str | None = None,
-                            export: bool = True,             # serve the networks with ONNX Runtime (else torch eager)
-                            ranker_members: int | None = None) -> Path:  # networks of an ensemble ranker to serve (None: all)
-    "A serving bundle of the trained two-tower, SASRec and DCN ranker on Last.fm 2K (plus ItemKNN for /similar)."
-    from musicml.data.interactions import artist_tag_matrix, lastfm_plays, lastfm_tag_sequences
-    from musicml.data.lastfm import load_lastfm
-    from musicml.data.tasks import load_task
-    from musicml.train.ranker import load_ranker
-    from musicml.train.sasrec import load_sasrec
-    from musicml.models.two_tower import item_tag_matrix
-    from musicml.artifacts import verify_manifest
-    d = load_lastfm(data_dir); x = lastfm_plays(d)
-    def checked(a, model):
-        m = verify_manifest(a)                                   # every file against its sha256
-        if m.get("model") != model: raise ArtifactError(f"{Path(a) / 'manifest.json'}: model is {m.get('model')!r}, expected {model!r}")
-        return {"dir": str(a), "recipe": m.get("recipe"), "created": m.get("created"), "manifest_sha256": sha256_file(Path(a) / "manifest.json")}
-    prov = {"ranker": checked(ranker_dir, "ranker")}
-    _, split = load_task("ranker", data=d)                       # the split `musicml train --model ranker` trains on
-    want = json.loads((Path(ranker_dir) / "manifest.json").read_text()).get("split")
-    got = json.loads(json.dumps(split.summary(), default=str))
-    if want is not None and want != got:
-        raise ArtifactError(f"{ranker_dir}: trained on split {want}, but this data gives {got}")
-    tags, n_tags = item_tag_matrix(d.tag_assignments, split.train.item_ids)
-    rk, _ = load_ranker(ranker_dir, split=split, item_tags=tags, n_tags=n_tags, data=d)
-    sas = seqs = None
-    if sasrec_dir is not None:
-        prov["sasrec"] = checked(sasrec_dir, "sasrec")
-        seqs = lastfm_tag_sequences(d)
-        sas = load_sasrec(sasrec_dir, load_task("sasrec", data=d)[1].train)
-    stages, ranker = trained_stages(x, rk, sas, seqs, ranker_members)
-    prov["ranker"]["served_members"] = ranker.members
-    names = dict(zip(d.artists["artist_id"].tolist(), d.artists["name"].tolist()))
-    return build_artifacts(x, out, (), item_names=np.array([str(names.get(int(i), "")) for i in x.item_ids]),
-                           tags=artist_tag_matrix(d, x.item_ids), version=version, extra_stages=stages, ranker=ranker,
-                           features=("itemknn",), export=export, data={"dataset": "lastfm-2k", "path": str(d.path), "artifacts": prov})
 
 # %% ../../nbs/73_serve.registry.ipynb #4ee01333
 @dataclass(eq=False)
@@ -252,57 +146,6 @@ def load_bundle(d: Path) -> Bundle:
     if missing: raise ArtifactError(f"{d}: the ranker needs stages {missing}, which the manifest does not list")
     return Bundle(d, m, cat["item_ids"], cat["user_ids"], cat["seen"], cat["popularity"], stages, ranker,
                   cat.get("names"), cat.get("tag_vecs"), features)
-
-# %% ../../nbs/73_serve.registry.ipynb #0d4ee4c0
-def _synthetic(n_users, n_items, n_interactions, seed):
-    "A synthetic log with one row per (user, artist), its item x tag matrix, tag tokens and artist names."
-    from musicml.data.synthetic import SyntheticConfig, item_metadata, to_interactions
-    cfg = SyntheticConfig(n_users=n_users, n_items=n_items, n_genres=max(2, n_items // 100), n_interactions=n_interactions, seed=seed)
-    raw, t = to_interactions(cfg), item_metadata(cfg)["tags"]
-    c = raw.csr(binary=False).tocoo()                            # plays summed per (user, artist), like Last.fm's
-    x = Interactions(c.row.astype(np.int32), c.col.astype(np.int32), c.data.astype(np.float32), None, raw.user_ids, raw.item_ids)
-    tags = sp.csr_matrix((np.ones(t.size, np.float32), (np.repeat(np.arange(n_items), t.shape[1]), t.ravel())),
-                         shape=(n_items, int(t.max()) + 1))
-    return raw, x, tags, t.astype(np.int64) + 1, np.array([f"artist {i}" for i in x.item_ids])
-
-def build_synthetic_artifacts(out: Path,            # models directory
-                              version: str | None = None,
-                              n_users: int = 300, n_items: int = 1000, n_interactions: int = 15_000, seed: int = 0,
-                              retrievers=("itemknn", "als")) -> Path:
-    "`build_artifacts` on a small synthetic listening log with genre tags (fast)."
-    _, x, tags, _, names = _synthetic(n_users, n_items, n_interactions, seed)
-    return build_artifacts(x, out, retrievers, item_names=names, tags=tags, version=version,
-                           params={"als": {"factors": 16, "iterations": 5}, "itemknn": {"k": 50, "shrink": 10.0}},
-                           data={"dataset": "synthetic", "config": {"n_users": n_users, "n_items": n_items,
-                                                                    "n_interactions": n_interactions, "seed": seed}})
-
-def build_synthetic_trained_artifacts(out: Path, version: str | None = None, n_users: int = 300, n_items: int = 1000,
-                                      n_interactions: int = 15_000, seed: int = 0, epochs: int = 3, export: bool = True) -> Path:
-    "A bundle of small trained models (two-tower, SASRec, a two-network DCN ensemble with EASE, friends and tag-profile features) on a synthetic log."
-    import torch
-    from musicml.data.splits import leave_one_out, random_split
-    from musicml.train.ranker import RankerRecommender
-    from musicml.train.sasrec import SASRecRecommender
-    from musicml.train.two_tower import TwoTowerRecommender
-    from musicml.train.core import TrainConfig
-    raw, x, tags, tok, names = _synthetic(n_users, n_items, n_interactions, seed)
-    tok, n_tags, split = torch.from_numpy(tok), int(tok.max()), random_split(x, seed=seed)
-    cfg = lambda **kw: TrainConfig(max_epochs=epochs, seed=seed, **kw)
-    tt = TwoTowerRecommender(tok, n_tags, dim=16, train=cfg(loss="in_batch", logq=True, batch_size=256)).fit(split.train, split.valid)
-    rng = np.random.default_rng(seed)                           # a random friendship graph: about 5 friends per user
-    a, b = rng.choice(x.user_ids, 3 * n_users), rng.choice(x.user_ids, 3 * n_users)
-    friends = {"user_id": np.concatenate([a, b]), "friend_id": np.concatenate([b, a])}
-    feats = (EASE(l2=10.0), FriendsListen(friends), FriendsListen(friends, share=True), TagProfile(tok))
-    rk = RankerRecommender(tt, tok, n_tags, n_candidates=50, dim=8, feature_models=tuple(f.fit(split.train) for f in feats),
-                           ensemble=2, train=cfg(loss="listwise", batch_size=32)).fit(split.train, split.valid)
-    seq = raw.first_occurrences(); loo = leave_one_out(seq)
-    sas = SASRecRecommender(max_len=20, dim=16, heads=2, layers=1,
-                            train=cfg(loss="sampled", n_negatives=128, batch_size=128)).fit(loo.train, loo.valid)
-    stages, ranker = trained_stages(x, rk, sas, seq)
-    return build_artifacts(x, out, (), item_names=names, tags=tags, version=version, extra_stages=stages, ranker=ranker,
-                           features=("itemknn",), params={"itemknn": {"k": 50, "shrink": 10.0}}, export=export,
-                           data={"dataset": "synthetic", "trained": True, "config": {"n_users": n_users, "n_items": n_items,
-                                 "n_interactions": n_interactions, "seed": seed, "epochs": epochs}})
 
 # %% ../../nbs/73_serve.registry.ipynb #6111d181
 class ModelRegistry:

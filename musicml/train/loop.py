@@ -58,7 +58,9 @@ class TrainReport:
 
 # %% ../../nbs/43_train.loop.ipynb #59db1418
 def fit_task(task: TaskBase, tensors: dict[str, torch.Tensor], out_dir=None, resume_from=None,
-             callbacks: list | None = None, config: dict | None = None) -> TrainReport:
+             callbacks: list | None = None, config: dict | None = None,
+             trainer_factory=None,  # `(cfg, callbacks, max_epochs) -> L.Trainer`; default `train.core.make_trainer`
+            ) -> TrainReport:
     "Train `task` on `tensors` as configured by `task.cfg`; returns a `TrainReport`."
     cfg: TrainConfig = task.cfg
     offset = 0
@@ -73,7 +75,7 @@ def fit_task(task: TaskBase, tensors: dict[str, torch.Tensor], out_dir=None, res
     cbs = standard_callbacks(cfg, out_dir)
     if out_dir is not None:
         cbs["checkpoint"] = SafetensorsCheckpoint(Path(out_dir) / "checkpoints", config or {"train": cfg.to_dict()}, epoch_offset=offset)
-    trainer = make_trainer(cfg, list(cbs.values()) + list(callbacks or []), max_epochs=max(cfg.max_epochs - offset, 0))
+    trainer = (trainer_factory or make_trainer)(cfg, list(cbs.values()) + list(callbacks or []), max_epochs=max(cfg.max_epochs - offset, 0))
     dm = TensorDataModule(tensors, cfg.batch_size, seed=cfg.seed, epoch_offset=offset)
     t0 = time.perf_counter()
     trainer.fit(task, datamodule=dm)

@@ -110,7 +110,7 @@ class RankerRecommender(Recommender):
         return items, torch.from_numpy(items), torch.from_numpy(dense.astype(np.float32))
 
     def fit(self, train: Interactions, valid: Interactions, out_dir=None, resume_from=None,
-            callbacks: list | None = None) -> RankerRecommender:
+            callbacks: list | None = None, trainer_factory=None) -> RankerRecommender:
         if resume_from is not None and self.ensemble > 1:
             raise ValueError("resuming is supported for a single network (ensemble=1); an ensemble trains its members again")
         self._remember(train)
@@ -137,7 +137,7 @@ class RankerRecommender(Recommender):
             seed_everything(cfg.seed)
             net = DCNRanker(self._net_cfg, self.item_tags.clone())   # own tag buffer: members are saved side by side
             sub = out_dir if out_dir is None or self.ensemble == 1 else Path(out_dir) / f"member{i}"
-            reports.append(fit_task(RankerTask(net, cfg, val), data, out_dir=sub, resume_from=resume_from,
+            reports.append(fit_task(RankerTask(net, cfg, val), data, out_dir=sub, resume_from=resume_from, trainer_factory=trainer_factory,
                                     callbacks=callbacks, config=self.config()))
             members.append(net.eval())
         self.net_ = members[0] if self.ensemble == 1 else DCNEnsemble(members).eval()

@@ -80,7 +80,7 @@ class SASRecRecommender(Recommender):
         return SASRecConfig(n_items, self.max_len, self.dim, self.heads, self.layers, self.dropout)
 
     def fit(self, train: Interactions, valid: Interactions | None = None, out_dir=None, resume_from=None,
-            callbacks: list | None = None) -> SASRecRecommender:
+            callbacks: list | None = None, trainer_factory=None) -> SASRecRecommender:
         self._remember(train)
         seed_everything(self.train.seed)
         self.net_ = SASRec(self._net_config(train.n_items))
@@ -94,7 +94,7 @@ class SASRecRecommender(Recommender):
         # without validation there is no best epoch to restore: keep the last weights
         cfg = self.train if val is not None else replace(self.train, restore_best=False)
         task = SASRecTask(self.net_, cfg, val, counts)
-        self.report_ = fit_task(task, {"inp": inp, "tgt": tgt}, out_dir=out_dir, resume_from=resume_from,
+        self.report_ = fit_task(task, {"inp": inp, "tgt": tgt}, out_dir=out_dir, resume_from=resume_from, trainer_factory=trainer_factory,
                                 callbacks=callbacks, config=self.config())
         self.net_.eval()
         self.history_ = concat(train, valid).sequences() if valid is not None and len(valid) else seqs

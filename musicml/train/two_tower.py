@@ -64,7 +64,7 @@ class TwoTowerRecommender(Recommender):
         return {k: v for k, v in super().params().items() if k != "item_tags"}
 
     def fit(self, train: Interactions, valid: Interactions | None = None, out_dir=None, resume_from=None,
-            callbacks: list | None = None) -> TwoTowerRecommender:
+            callbacks: list | None = None, trainer_factory=None) -> TwoTowerRecommender:
         self._remember(train)
         seed_everything(self.train.seed)
         hist = padded_rows(train.users, train.items, -train.weights, train.n_users, self.history_len)
@@ -77,7 +77,7 @@ class TwoTowerRecommender(Recommender):
         counts = np.bincount(train.items, minlength=train.n_items)
         task = TwoTowerTask(self.net_, self.train, val, counts)
         data = {"user": torch.from_numpy(train.users.astype(np.int64)), "item": torch.from_numpy(train.items.astype(np.int64))}
-        self.report_ = fit_task(task, data, out_dir=out_dir, resume_from=resume_from, callbacks=callbacks,
+        self.report_ = fit_task(task, data, out_dir=out_dir, resume_from=resume_from, trainer_factory=trainer_factory, callbacks=callbacks,
                                 config=self.config())
         self.net_.eval()
         with torch.no_grad():
