@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--track", action="store_true", help="log the run to MLflow (needs the [experiment] extra)")
     ev.set_defaults(func=evaluate_cmd)
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
-    from musicml.bench.cli import add_optimize_parser
+    from musicml.optimize.cli import add_parser as add_optimize_parser
     from musicml.bench.cli import add_parser as add_inference
     from musicml.bench.memory import add_parser as add_memory
     add_memory(bench)

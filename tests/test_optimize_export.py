@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from musicml.optimize.core import load_task, tiny_ranker_task, tiny_sasrec_task
+from musicml.optimize.core import artifact_task, tiny_ranker_task, tiny_sasrec_task
 from musicml.optimize.export import (
     ExportError,
     export_aoti,
@@ -97,7 +97,7 @@ def test_bad_paths_and_shapes(rk, tmp_path):
     with pytest.raises(ValueError, match=r"expected one of \.pt2, \.onnx, \.pte"):
         load_runner(tmp_path / "m.tflite")
     with pytest.raises(FileNotFoundError, match="config.json"):
-        load_task(tmp_path / "no_model")
+        artifact_task(tmp_path / "no_model")
     run = load_runner(export_pt2(rk, path=tmp_path / "r.pt2").path)
     u, it, de = rk.example_inputs
     with pytest.raises(ValueError, match=r"input 'dense' expected shape \['batch', 'cands', 6\] float32, got \[1, 20, 4\]"):

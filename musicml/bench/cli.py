@@ -1,4 +1,4 @@
-"""Command-line entry points: `musicml bench inference`, `musicml bench compare` and `musicml optimize`.
+"""Command-line entry points: `musicml bench inference` and `musicml bench compare` (`musicml optimize` is `optimize.cli`).
 
 Docs: https://musicml.github.io/musicml/bench.cli.html.md"""
 
@@ -14,7 +14,7 @@ from pathlib import Path
 from .compare import compare, format_rows, regressions
 
 # %% auto #0
-__all__ = ['METHODS', 'inference_cmd', 'compare_cmd', 'add_parser', 'optimize_cmd', 'add_optimize_parser']
+__all__ = ['task_from_args', 'inference_cmd', 'compare_cmd', 'add_parser']
 
 # %% ../../nbs/65_bench.cli.ipynb #6b4623a6
 def _ints(s: str, flag: str) -> list[int]:
@@ -25,15 +25,15 @@ def _ints(s: str, flag: str) -> list[int]:
     if not out or min(out) < 1: raise ValueError(f"{flag} expects positive integers, got {s!r}")
     return out
 
-def _task(args):
-    "The task of `--artifact DIR` (or `--tiny sasrec|ranker`)."
+def task_from_args(args):
+    "The task of `--artifact DIR` (or `--tiny sasrec|ranker`): what `musicml bench inference` and `musicml optimize` run on."
     from musicml.optimize import core
     if getattr(args, "tiny", None):
         return core.tiny_sasrec_task() if args.tiny == "sasrec" else core.tiny_ranker_task()
     if not args.artifact: raise ValueError("--artifact DIR is required (or --tiny sasrec|ranker for a synthetic model)")
     d = Path(args.artifact)
     if not d.is_dir(): raise FileNotFoundError(f"--artifact {d}: no such directory (expected a trained model artifact)")
-    return core.load_task(d, args.data_dir, getattr(args, "max_eval", None))
+    return core.artifact_task(d, args.data_dir, getattr(args, "max_eval", None))
 
 # %% ../../nbs/65_bench.cli.ipynb #043fc91b
 def inference_cmd(args) -> int:
@@ -41,7 +41,7 @@ def inference_cmd(args) -> int:
     from musicml.bench.targets import TargetUnavailable, run_target
     batch_sizes = _ints(args.batch_sizes, "--batch-sizes")
     only = [x.strip() for x in args.variants.split(",") if x.strip()] if args.variants else None
-    task = _task(args)
+    task = task_from_args(args)
     out = Path(args.out)
     try:
         res = run_target(task, args.target, batch_sizes=batch_sizes, iterations=args.iterations, qps=args.qps,
@@ -92,74 +92,3 @@ def add_parser(bench_subparsers) -> None:
     c.add_argument("--quality-tol", type=float, default=0.005, help="absolute drop allowed for NDCG@10 / overlap")
     c.add_argument("--metrics", default=None, help="comma-separated subset of the compared metrics (default: all)")
     c.set_defaults(func=compare_cmd)
-
-# %% ../../nbs/65_bench.cli.ipynb #c905e929
-METHODS = {  # method -> (kind, function name, file, keyword arguments)
-    "pt2": ("export", "export_pt2", "model.pt2", {}),
-    "onnx": ("export", "export_onnx", "model.onnx", {}),
-    "onnx-int8": ("export", "export_onnx", "model_int8_dynamic.onnx", {"quantize": "dynamic"}),
-    "onnx-int8-static": ("export", "export_onnx", "model_int8_static.onnx", {"quantize": "static"}),
-    "pte": ("export", "export_executorch", "model_fp32.pte", {}),
-    "pte-int8": ("export", "export_executorch", "model_int8.pte", {"quantize": True}),
-    "aoti": ("export", "export_aoti", "model.aoti.pt2", {}),
-    "dynamic": ("quantize", "dynamic_int8", "dynamic_int8.pt2", {}),
-    "static": ("quantize", "static_int8", "static_int8.pt2", {}),
-    "weight-only": ("quantize", "weight_only", "weight_only_int8.pt2", {"bits": 8}),
-    "weight-only-int4": ("quantize", "weight_only", "weight_only_int4.pt2", {"bits": 4}),
-    "embeddings": ("quantize", "quantize_embeddings", "int8_embeddings.pt2", {}),
-}
-
-def _run_method(task, method: str, out: Path) -> dict:
-    import importlib
-    import time
-    import copy
-    from musicml.bench.targets import check_runner, module_runner
-    kind, fn, file, kw = METHODS[method]
-    t0 = time.perf_counter()
-    if kind == "export":
-        rep = getattr(importlib.import_module("musicml.optimize.export"), fn)(task, task.example_inputs, out / file, **kw)
-        return dict(method=method, file=file, size_bytes=int(rep.size_bytes), max_abs_err=float(rep.max_abs_err),
-                    sha256=rep.sha256, seconds=time.perf_counter() - t0)
-    q = importlib.import_module("musicml.optimize.quantize")
-    m = copy.deepcopy(task.module)
-    m = getattr(q, fn)(m, task.example_inputs, task.calib) if fn == "static_int8" else getattr(q, fn)(m, **kw)
-    row = dict(method=method, max_abs_err=check_runner(task, module_runner(m)))
-    try:
-        rep = importlib.import_module("musicml.optimize.export").export_pt2(m, task.example_inputs, out / file, atol=float("inf"))
-        row.update(file=file, size_bytes=int(rep.size_bytes), sha256=rep.sha256)
-    except Exception as e:  # the module is measured, but could not be saved as a program
-        row.update(file=None, save_error=f"{type(e).__name__}: {e}")
-    row["seconds"] = time.perf_counter() - t0
-    return row
-
-def optimize_cmd(args) -> int:
-    "`musicml optimize`: export / quantize an artifact with each method; write the files and manifest.json."
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown: raise ValueError(f"--methods: unknown {unknown}; expected some of {', '.join(METHODS)}")
-    task = _task(args)
-    out = Path(args.out); out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for m in methods:
-        try:
-            rows.append(_run_method(task, m, out))
-        except Exception as e:  # recorded: a failed method is part of the manifest
-            rows.append(dict(method=m, error=f"{type(e).__name__}: {e}"))
-        r = rows[-1]
-        print(f"{m}: " + (f"ERROR {r['error']}" if "error" in r else f"max abs err {r['max_abs_err']:.3g}, {r.get('size_bytes', '-')} bytes"))
-    (out / "manifest.json").write_text(json.dumps(dict(task=task.name, source=str(args.artifact or f"tiny-{args.tiny}"),
-                                                       methods=rows), indent=1))
-    print(f"wrote {out / 'manifest.json'}")
-    return 1 if any("error" in r for r in rows) else 0
-
-def add_optimize_parser(subparsers) -> None:
-    "Add the top-level `optimize` command to the `musicml` sub-parsers."
-    p = subparsers.add_parser("optimize", help="export and quantize a trained model; write the artifacts and a manifest")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--artifact", help="trained model artifact directory")
-    src.add_argument("--tiny", choices=("sasrec", "ranker"), help="use a small synthetic model instead")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--methods", default="dynamic,static,onnx,pte,pte-int8", help=f"comma-separated: {','.join(METHODS)}")
-    p.add_argument("--data-dir", help="Last.fm 2K directory (default $MUSICML_DATA)")
-    p.add_argument("--max-eval", type=int, help="evaluate on the first N test users only")
-    p.set_defaults(func=optimize_cmd)

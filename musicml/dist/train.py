@@ -166,7 +166,7 @@ def train_model_ray(model: str, out, recipe: str = "optimized", data_path=None, 
                     resume_from=None, **overrides) -> dict:
     "`musicml train --ray`: `train_model` on `num_workers` Ray workers (a local Ray unless `address`); returns metrics."
     from musicml.dist.data import ray_session
-    from musicml.recipes.train import recipe_config
+    from musicml.recipes.registry import recipe_config
     if model == "ranker":
         raise ValueError("model 'ranker' is not supported with --ray (it fits a retriever inside); use sasrec or two_tower")
     _, cfg = recipe_config(model, recipe, **overrides)

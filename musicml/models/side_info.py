@@ -12,10 +12,11 @@ import scipy.sparse as sp
 
 from ..data.interactions import Interactions
 from .base import Recommender
+from .baselines import EASE
 
 # %% auto #0
 __all__ = ['gather_rows', 'friend_matrix', 'friends_feature', 'FriendsListen', 'tag_bags', 'tag_profiles', 'padded_bags',
-           'profile_match', 'TagProfile']
+           'profile_match', 'TagProfile', 'feature_model']
 
 # %% ../../nbs/35_models.side_info.ipynb #fb3cbd05
 def gather_rows(m: sp.csr_matrix,     # [n_rows, n] sparse matrix
@@ -136,3 +137,17 @@ class TagProfile(Recommender):
         return np.asarray((self.profiles_[np.asarray(users)] @ self.bags_.T).todense(), np.float32)
     def score_items(self, users, items) -> np.ndarray:
         return profile_match(self.train_[np.asarray(users)], self.ids_, self.wts_, self.bags_.shape[1], items)
+
+# %% ../../nbs/35_models.side_info.ipynb #dffc818e
+def feature_model(spec,                  # {"name", "params"} from a ranker config (or a class name, as older artifacts wrote)
+                  data=None,             # `LastFM2K` (its friends table), for "friends"
+                  item_tags=None):       # [n_items, T] tag tokens, for "tag_profile"
+    "An unfitted feature model from its config entry."
+    if isinstance(spec, str): spec = {"name": spec.lower(), "params": {}}
+    name, p = spec.get("name"), dict(spec.get("params", {}))
+    if name == "ease": return EASE(**p)
+    if name == "friends":
+        if data is None: raise ValueError("the friends feature needs the dataset's friends table (`data`)")
+        return FriendsListen(data.friends, **p)
+    if name == "tag_profile": return TagProfile(item_tags)
+    raise ValueError(f"feature model {name!r} cannot be rebuilt (known: ease, friends, tag_profile)")

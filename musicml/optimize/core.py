@@ -25,7 +25,7 @@ from ..models.sasrec import SASRec, SASRecConfig, last_tokens
 
 # %% auto #0
 __all__ = ['SASRecScorer', 'RankerScorer', 'InferenceTask', 'tiny_sasrec_task', 'tiny_ranker_task', 'sasrec_task', 'ranker_task',
-           'load_task']
+           'artifact_task']
 
 # %% ../../nbs/50_optimize.core.ipynb #1ced2119
 def _project(emb: nn.Module, h: torch.Tensor, start: int = 0) -> torch.Tensor:
@@ -262,7 +262,7 @@ def ranker_task(art_dir,          # artifact directory of a trained ranker (or t
                          meta={"art_dir": str(d), "config": json.loads((d / "config.json").read_text()),
                                "folded": fold, "fold_max_abs_err": fold_err})
 
-def load_task(art_dir, data_path=None, max_eval: int | None = None) -> InferenceTask:
+def artifact_task(art_dir, data_path=None, max_eval: int | None = None) -> InferenceTask:
     "`sasrec_task` or `ranker_task`, chosen by the `model` field of the artifact's `config.json`."
     d = _artifact_dir(art_dir)
     model = json.loads((d / "config.json").read_text()).get("model")

@@ -16,32 +16,30 @@ import scipy.sparse as sp
 
 from ..artifacts import ArtifactError, sha256_file
 from ..data.interactions import Interactions
-from ..models.baselines import ALS, EASE, ItemKNN
+from .registry import BASELINES, SERVING_PARAMS
+from ..models.baselines import EASE
 from ..models.side_info import FriendsListen, TagProfile
 from ..serve.neural import DCNRankerStage, SASRecRetriever, TwoTowerRetriever
 from ..serve.registry import check_roles, write_bundle
 from ..serve.stages import EASERetriever, EmbeddingRetriever, FriendsStage, ItemKNNRetriever, TagProfileStage
 
 # %% auto #0
-__all__ = ['DEFAULT_PARAMS', 'BASELINES', 'fit_baseline', 'build_artifacts', 'build_lastfm_artifacts', 'trained_stages',
-           'build_trained_artifacts', 'build_synthetic_artifacts', 'build_synthetic_trained_artifacts']
+__all__ = ['SERVED', 'fit_baseline', 'build_artifacts', 'build_lastfm_artifacts', 'trained_stages', 'build_trained_artifacts',
+           'build_synthetic_artifacts', 'build_synthetic_trained_artifacts']
 
 # %% ../../nbs/88c_recipes.bundles.ipynb #0a051d70
-DEFAULT_PARAMS = {"itemknn": {"k": 100, "shrink": 10.0}, "als": {"factors": 64, "iterations": 10}, "ease": {"l2": 200.0}}
-BASELINES = ("itemknn", "als", "ease")
+SERVED = {"itemknn": ItemKNNRetriever, "als": EmbeddingRetriever, "ease": EASERetriever}  # baseline -> its serving stage
 
 def fit_baseline(name: str, train: Interactions, params: dict):
     "The serving stage of baseline `name` fitted on `train` with constructor `params`."
-    return {"itemknn": lambda: ItemKNNRetriever.from_model(ItemKNN(**params).fit(train)),
-            "als": lambda: EmbeddingRetriever.from_model(ALS(**params).fit(train)),
-            "ease": lambda: EASERetriever.from_model(EASE(**params).fit(train))}[name]()
+    return SERVED[name].from_model(BASELINES[name](**params).fit(train))
 
 def build_artifacts(train: Interactions,                # training interactions (weights = plays)
                     out: Path,                          # models directory; the version goes in a sub-directory
                     retrievers=("itemknn", "als"),      # baselines fitted on `train` that propose candidates: itemknn, als, ease
                     item_names: np.ndarray | None = None,  # artist names aligned with `train.item_ids`
                     tags: sp.csr_matrix | None = None,  # item x tag counts aligned with `train.item_ids` (MMR)
-                    params: dict | None = None,         # per-baseline constructor arguments (defaults: DEFAULT_PARAMS)
+                    params: dict | None = None,         # per-baseline constructor arguments (defaults: `recipes.registry.SERVING_PARAMS`)
                     weights: dict | None = None,        # blend ranker weights per retriever (default 1 each)
                     version: str | None = None,         # default: `v` + UTC time
                     data: dict | None = None,           # provenance recorded in the manifest
@@ -51,12 +49,12 @@ def build_artifacts(train: Interactions,                # training interactions 
                     export: bool = True,                # export trained networks to ONNX (served by ONNX Runtime)
                    ) -> Path:
     "Fit the chosen baselines on `train`, add the ready stages, and write a verified serving bundle; returns its directory."
-    bad = [r for r in (*retrievers, *features) if r not in BASELINES]
-    if bad: raise ValueError(f"baselines must be among {', '.join(BASELINES)}; got {bad}")
+    bad = [r for r in (*retrievers, *features) if r not in SERVED]
+    if bad: raise ValueError(f"baselines must be among {', '.join(SERVED)}; got {bad}")
     extra = {k: (v if isinstance(v, tuple) else (v, "retriever")) for k, v in (extra_stages or {}).items()}
     roles = {k: r for k, (_, r) in extra.items()} | {r: "retriever" for r in retrievers} | {f: "feature" for f in features}
     check_roles(roles)                                           # before any fitting
-    stages, p = {}, {**DEFAULT_PARAMS, **(params or {})}
+    stages, p = {}, {**SERVING_PARAMS, **(params or {})}
     for r in (*retrievers, *features):
         t = time.perf_counter(); st = fit_baseline(r, train, p[r])
         stages[r] = (st, roles[r], {"params": p[r], "fit_s": round(time.perf_counter() - t, 3)})

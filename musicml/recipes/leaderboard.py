@@ -19,19 +19,12 @@ from ..core import Timer, environment, get_logger, seed_everything
 from ..data.interactions import artist_tag_matrix
 from ..data.tasks import load_task
 from ..eval.evaluator import evaluate
-from ..models.baselines import ALS, EASE, ItemKNN, Popularity
+from .registry import BASELINES, SEARCH_GRIDS
 
 # %% auto #0
-__all__ = ['MODELS', 'grid_configs', 'load_split', 'run_leaderboard', 'format_leaderboard']
+__all__ = ['grid_configs', 'load_split', 'run_leaderboard', 'format_leaderboard']
 
 # %% ../../nbs/88b_recipes.leaderboard.ipynb #3d3e3ed4
-MODELS = {
-    "pop": (Popularity, {}),
-    "itemknn": (ItemKNN, {"k": [50, 100, 200], "shrink": [0.0, 10.0], "weighting": ["binary"]}),
-    "ease": (EASE, {"l2": [50.0, 100.0, 200.0, 500.0], "weighting": ["binary"]}),
-    "als": (ALS, {"factors": [64, 128], "alpha": [5.0, 20.0], "l2": [1.0], "weighting": ["binary"]}),
-}
-
 def grid_configs(grid: dict) -> list[dict]:
     "All combinations of a {param: [values]} grid (one empty config for an empty grid)."
     keys = list(grid)
@@ -52,15 +45,15 @@ def _jsonable(v):
     return v
 
 def run_leaderboard(dataset: str = "lastfm-2k",            # registry name
-                    models=("pop", "itemknn", "ease", "als"),  # keys of MODELS
+                    models=("pop", "itemknn", "ease", "als"),  # names in `recipes.registry.BASELINES`
                     ks=(10, 20), seed: int = 0, data_dir=None,
                     grid: str = "full",                     # 'full' search or 'default' params only
                     select_by: str = "ndcg@10",
                     output: str | Path | None = None,       # write the JSON here
                    ) -> dict:
     "Tune on validation, evaluate on test, return (and optionally write) the leaderboard."
-    unknown = [m for m in models if m not in MODELS]
-    if unknown: raise ValueError(f"unknown models {unknown}; available: {', '.join(MODELS)}")
+    unknown = [m for m in models if m not in BASELINES]
+    if unknown: raise ValueError(f"unknown models {unknown}; available: {', '.join(BASELINES)}")
     if grid not in ("full", "default"): raise ValueError(f"grid must be 'full' or 'default', got {grid!r}")
     log, t0 = get_logger("musicml.eval"), time.perf_counter()
     seed_everything(seed)
@@ -69,7 +62,7 @@ def run_leaderboard(dataset: str = "lastfm-2k",            # registry name
     out = {"dataset": dataset, "split": split.summary(), "ks": list(ks), "select_by": select_by,
            "protocol": "full ranking; valid masks train; test masks train+valid", "models": {}}
     for name in models:
-        cls, space = MODELS[name]
+        cls, space = BASELINES[name], SEARCH_GRIDS[name]
         configs = grid_configs(space) if grid == "full" else [{}]
         search, best = [], None
         for cfg in tqdm(configs, desc=f"{name}: validation search", leave=False):

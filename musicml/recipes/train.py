@@ -10,49 +10,14 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 
 from ..core import environment
 from ..data.tasks import load_task
+from .registry import recipe_config
 # torch and lightning are imported inside the functions that train, so `musicml --help` stays fast
-if TYPE_CHECKING: from musicml.train.core import TrainConfig
 
 # %% auto #0
-__all__ = ['RECIPES', 'recipe_config', 'build_model', 'train_model']
-
-# %% ../../nbs/88a_recipes.train.ipynb #4b3669d4
-RECIPES = {
-    "sasrec": {
-        "reference": dict(model=dict(all_windows=False), train=dict(loss="bce", batch_size=128, lr=1e-3, scale_lr=False)),
-        "optimized": dict(model=dict(all_windows=True, dropout=0.5),
-                          train=dict(loss="sampled", n_negatives=1024, logq=True, batch_size=128, lr=4e-3, base_batch_size=128,
-                                     weight_decay=1.0, lr_decay="linear", max_epochs=40)),
-    },
-    "two_tower": {
-        "reference": dict(model=dict(), train=dict(loss="in_batch", logq=False, batch_size=256, lr=1e-3)),
-        "optimized": dict(model=dict(), train=dict(loss="in_batch", logq=True, batch_size=1024, lr=1e-3, base_batch_size=1024,
-                                                   weight_decay=0.1, patience=3)),
-    },
-    # the ranker re-ranks the optimized two-tower's top 100. "optimized" stacks: EASE, friends' listening and tag-profile
-    # scores as features, two folds of training plays as extra labelled lists (base models refit without them), and a
-    # five-seed ensemble (benchmarks_nbs/retrieval_ranking.ipynb measures each step)
-    "ranker": {
-        "reference": dict(model=dict(ease_feature=False), train=dict(loss="listwise", batch_size=32, lr=2e-3, patience=4)),
-        "optimized": dict(model=dict(ease_feature=True, side_features=True, label_folds=2, ensemble=5),
-                          train=dict(loss="listwise", batch_size=32, lr=2e-3, patience=4)),
-    },
-}
-
-def recipe_config(model: str, recipe: str, **overrides) -> tuple[dict, TrainConfig]:
-    "Model kwargs and `TrainConfig` of a named recipe, with `overrides` (None values ignored) applied to the config."
-    from musicml.train.core import TrainConfig
-    if model not in RECIPES:
-        raise ValueError(f"unknown model {model!r}; expected one of {sorted(RECIPES)}")
-    if recipe not in RECIPES[model]:
-        raise ValueError(f"unknown recipe {recipe!r} for {model}; expected one of {sorted(RECIPES[model])}")
-    r = RECIPES[model][recipe]
-    return dict(r["model"]), TrainConfig(**{**r["train"], **{k: v for k, v in overrides.items() if v is not None}})
+__all__ = ['build_model', 'train_model']
 
 # %% ../../nbs/88a_recipes.train.ipynb #a731aff0
 def build_model(model: str, recipe: str, d=None, split=None, **overrides):

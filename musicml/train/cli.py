@@ -13,7 +13,8 @@ import os
 from pathlib import Path
 
 from ..core import set_threads
-from ..recipes.train import RECIPES, train_model
+from ..recipes.registry import RECIPES
+from ..recipes.train import train_model
 
 # %% auto #0
 __all__ = ['add_parser', 'run_train', 'main']

@@ -19,11 +19,12 @@ from ..data.interactions import Interactions
 from ..eval.metrics import ndcg_at_k
 from .core import TrainConfig
 from .loop import TaskBase, TrainReport, fit_task
+from ..models.side_info import feature_model
 from ..models.ranker import play_stats, RankerConfig, DCNRanker, DCNEnsemble, candidates, dense_features, graded_gains
 from ..models.base import Recommender, clone
 
 # %% auto #0
-__all__ = ['listwise_loss', 'RankerTask', 'RankerRecommender', 'feature_model', 'load_ranker']
+__all__ = ['listwise_loss', 'RankerTask', 'RankerRecommender', 'load_ranker']
 
 # %% ../../nbs/46_train.ranker.ipynb #6e895c43
 def listwise_loss(scores, gains):                              # scores, gains [b, N]
@@ -177,21 +178,6 @@ class RankerRecommender(Recommender):
         return Path(out)
 
 # %% ../../nbs/46_train.ranker.ipynb #ad15353c
-def feature_model(spec,                  # {"name", "params"} from a ranker config (or a class name, as older artifacts wrote)
-                  data=None,             # `LastFM2K` (its friends table), for "friends"
-                  item_tags=None):       # [n_items, T] tag tokens, for "tag_profile"
-    "An unfitted feature model from its config entry."
-    from musicml.models.baselines import EASE
-    from musicml.models.side_info import FriendsListen, TagProfile
-    if isinstance(spec, str): spec = {"name": spec.lower(), "params": {}}
-    name, p = spec.get("name"), dict(spec.get("params", {}))
-    if name == "ease": return EASE(**p)
-    if name == "friends":
-        if data is None: raise ValueError("the friends feature needs the dataset's friends table (`data`)")
-        return FriendsListen(data.friends, **p)
-    if name == "tag_profile": return TagProfile(item_tags)
-    raise ValueError(f"feature model {name!r} cannot be rebuilt (known: ease, friends, tag_profile)")
-
 def load_ranker(art_dir,                       # directory written by `RankerRecommender.save` / `musicml train --model ranker`
                 data_path=None,                # Last.fm 2K directory (default `$MUSICML_DATA`); ignored when `split` is given
                 split=None, item_tags=None, n_tags=None,  # the training split and tag tensors, to skip reloading the dataset
