@@ -116,7 +116,7 @@ def load_arrays(path: Path) -> dict:
 # %% ../nbs/01_artifacts.ipynb #ec782880
 def _files(d: Path) -> dict:
     return {str(p.relative_to(d)): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
-            for p in sorted(d.rglob("*")) if p.is_file() and p.name != "manifest.json"}
+            for p in sorted(d.rglob("*")) if p.is_file() and p != d / "manifest.json"}  # nested artifacts keep theirs
 
 def write_manifest(art_dir, **meta) -> dict:
     "Write `manifest.json`: `meta`, creation time (unless given), package version and the sha256 and size of every other file."
@@ -135,7 +135,7 @@ def verify_manifest(art_dir, required: tuple = ()) -> dict:
     if not isinstance(man, dict): raise ArtifactError(f"{mp}: expected a JSON object, got {type(man).__name__}")
     for k in ("files", *required):
         if k not in man: raise ArtifactError(f"{mp}: missing field {k!r}")
-    extra = sorted(set(str(p.relative_to(d)) for p in d.rglob("*") if p.is_file()) - set(man["files"]) - {"manifest.json"})
+    extra = sorted({str(p.relative_to(d)) for p in d.rglob("*") if p.is_file()} - set(man["files"]) - {"manifest.json"})
     if extra: raise ArtifactError(f"{d}: files not in the manifest: {extra}")
     for name, info in man["files"].items():
         p = d / name

@@ -240,11 +240,12 @@ def sasrec_task(art_dir,          # artifact directory of a trained SASRec (or t
 def ranker_task(art_dir,          # artifact directory of a trained ranker (or the training output dir above it)
                 data_path=None,   # Last.fm 2K directory (default `$MUSICML_DATA`)
                 max_eval: int | None = None,  # keep only the first test users (None = all)
-                fold: bool = True) -> InferenceTask:  # precompute the per-artist tag averages (`DCNRanker.folded`)
+                fold: bool = True,  # precompute the per-artist tag averages (`DCNRanker.folded`)
+                **load_kw) -> InferenceTask:  # `split`, `item_tags`, `n_tags`, `data` for `load_ranker` (skips reloading)
     "`InferenceTask` of a trained DCN ranker: fp32 retriever candidates + dense features of the test users as inputs."
     from musicml.train.ranker import load_ranker
     d = _artifact_dir(art_dir)
-    m, split = load_ranker(d, data_path)
+    m, split = load_ranker(d, data_path, **load_kw)
     users = np.unique(split.test.users)[:max_eval]
     _, items, dense = m._tensors(users, m._seen)
     vu = np.unique(split.valid.users)

@@ -7,18 +7,15 @@ Docs: https://musicml.github.io/musicml/search.hybrid.html.md"""
 # %% ../../nbs/83_search.hybrid.ipynb #eb7d716b
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..core import get_logger
-from ..artifacts import sha256_file
-from ..data.datasets import ChecksumError
+from ..artifacts import verify_manifest, write_manifest
 from .catalog import Catalog, load_catalog, save_catalog
 from .embed import EmbeddingCache, Encoder, embed
 from .index import VectorIndex
@@ -27,8 +24,8 @@ log = get_logger("musicml.search")
 
 # %% auto #0
 __all__ = ['log', 'MODES', 'MAX_QUERY_CHARS', 'FUSIONS', 'DENSE_WEIGHT', 'QueryError', 'check_query', 'rrf', 'Hit', 'build_bm25',
-           'Searcher', 'patch', 'lastfm_user_vectors', 'load_searcher', 'default_index_dir', 'build_music_index',
-           'open_searcher']
+           'Searcher', 'bm25_scores', 'bm25_ranking', 'encode_query', 'dense_ranking', 'user_scores', 'search',
+           'lastfm_user_vectors', 'save', 'load_searcher', 'default_index_dir', 'build_music_index', 'open_searcher']
 
 # %% ../../nbs/83_search.hybrid.ipynb #68fc5162
 MODES = ("hybrid", "bm25", "dense")
@@ -103,19 +100,12 @@ class Searcher:
     def __len__(self) -> int: return len(self.catalog)
     def __repr__(self): return f"Searcher({len(self)} docs, {self.vindex.params}, {self.encoder.version}, {len(self.users)} users)"
 
-def patch(f):
-    "Add `f` to `Searcher` as a method (methods are defined in their own cells below; no fastcore needed at run time)."
-    setattr(Searcher, f.__name__, f)
-    return f
-
 # %% ../../nbs/83_search.hybrid.ipynb #e276274b
-@patch
 def bm25_scores(self: Searcher, query: str) -> np.ndarray | None:
     "BM25 score of every document for `query` (None when no query word is in the vocabulary)."
     toks = [t for t in _bm25_tokens([query])[0] if t in self._vocab]
     return self.bm25.get_scores(toks) if toks else None
 
-@patch
 def bm25_ranking(self: Searcher, query: str, n: int = 100, s: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     "Top-`n` rows by BM25 (only documents sharing a word with the query) and their scores."
     s = self.bm25_scores(query) if s is None else s
@@ -126,20 +116,19 @@ def bm25_ranking(self: Searcher, query: str, n: int = 100, s: np.ndarray | None 
     top = top[s[top] > 0]
     return top.astype(np.int64), s[top]
 
-@patch
 def encode_query(self: Searcher, query: str) -> np.ndarray:
     "The query's unit vector (not cached: queries are cheap and mostly unique)."
     return self.encoder.encode([query])[0]
 
-@patch
 def dense_ranking(self: Searcher, qvec: np.ndarray, n: int = 100) -> tuple[np.ndarray, np.ndarray]:
     "Top-`n` rows by cosine to `qvec` and their scores."
     s, i = self.vindex.search(qvec, n)
     keep = i[0] >= 0
     return i[0][keep].astype(np.int64), s[0][keep]
 
+Searcher.bm25_scores, Searcher.bm25_ranking, Searcher.encode_query, Searcher.dense_ranking = bm25_scores, bm25_ranking, encode_query, dense_ranking
+
 # %% ../../nbs/83_search.hybrid.ipynb #07168410
-@patch
 def user_scores(self: Searcher, user, rows: np.ndarray) -> np.ndarray:
     "Personalization scores of catalog `rows` for `user` (id, vector or callable)."
     if callable(user):
@@ -154,6 +143,8 @@ def user_scores(self: Searcher, user, rows: np.ndarray) -> np.ndarray:
     if u.shape != (self.vecs.shape[1],): raise QueryError(f"user vector has {u.size} dimensions, expected {self.vecs.shape[1]}")
     return self.vecs[rows] @ u
 
+Searcher.user_scores = user_scores
+
 # %% ../../nbs/83_search.hybrid.ipynb #f18fb23e
 def _z(x: np.ndarray) -> np.ndarray:
     "Standardised scores (zero mean, unit variance over the candidate pool)."
@@ -162,7 +153,6 @@ def _z(x: np.ndarray) -> np.ndarray:
 FUSIONS = ("linear", "rrf")
 DENSE_WEIGHT = 0.2   # linear fusion's dense share, chosen on the validation half of the query sets (85_search.evaluate)
 
-@patch
 def search(self: Searcher, query: str,
            k: int = 10,              # results to return
            mode: str = "hybrid",     # 'hybrid', 'bm25' or 'dense'
@@ -211,6 +201,8 @@ def search(self: Searcher, query: str,
     return [Hit(str(c.ids[d]), str(c.titles[d]), str(c.texts[d]), str(c.sources[d]), float(s), r,
                 {m: pos[m][int(d)] for m in lists if int(d) in pos[m]}) for r, (d, s) in enumerate(zip(rows[:k], fused[:k]), 1)]
 
+Searcher.search = search
+
 # %% ../../nbs/83_search.hybrid.ipynb #6161bec6
 def lastfm_user_vectors(d,                   # a `LastFM2K`
                         searcher: Searcher,  # must hold `lastfm:<artist_id>` documents
@@ -231,24 +223,20 @@ def lastfm_user_vectors(d,                   # a `LastFM2K`
     return out
 
 # %% ../../nbs/83_search.hybrid.ipynb #15710d35
-def _files(folder: Path) -> list[str]:
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p != folder / "manifest.json")
-
-@patch
 def save(self: Searcher, folder) -> Path:
-    "Write the searcher to `folder` (replaced atomically) with a sha256 manifest."
+    "Write the searcher to `folder` (replaced atomically) with a `manifest.json` (sha256 and size of every file)."
     folder = Path(folder); tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
     save_catalog(self.catalog, tmp / "catalog.jsonl"); np.save(tmp / "vecs.npy", self.vecs)
     self.vindex.save(tmp / "dense"); self.bm25.save(str(tmp / "bm25"), show_progress=False)
     ids = np.array(list(self.users), dtype=np.int64) if self.users else np.zeros(0, np.int64)
     np.savez(tmp / "users.npz", ids=ids, vecs=np.stack([self.users[i] for i in ids.tolist()]) if len(ids) else np.zeros((0, self.vecs.shape[1]), np.float32))
-    manifest = dict(format="musicml.searcher/1", encoder_version=self.encoder.version, n_docs=len(self),
-                    index=self.vindex.params, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    files={f: sha256_file(tmp / f) for f in _files(tmp)})
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    write_manifest(tmp, format="musicml.searcher/1", encoder_version=self.encoder.version, n_docs=len(self),
+                   index=self.vindex.params)
     shutil.rmtree(folder, ignore_errors=True); os.replace(tmp, folder)
     return folder
+
+Searcher.save = save
 
 # %% ../../nbs/83_search.hybrid.ipynb #74b425eb
 def _model_of(version: str) -> str: return version.split("/")[0]
@@ -263,11 +251,7 @@ def load_searcher(folder,                 # written by `Searcher.save`
     import bm25s
     folder = Path(folder); mf = folder / "manifest.json"
     if not mf.exists(): raise FileNotFoundError(f"{mf}: no manifest; build the index first (Searcher.build(...).save(folder))")
-    manifest = json.loads(mf.read_text())
-    for f, sha in manifest["files"].items():
-        p = folder / f
-        if not p.exists(): raise ChecksumError(f"{p}: listed in the manifest but missing")
-        if sha256_file(p) != sha: raise ChecksumError(f"{p}: sha256 does not match the manifest")
+    manifest = verify_manifest(folder, required=("format", "encoder_version"))
     encoder = encoder or Encoder(backend, threads=threads)
     if _model_of(encoder.version) != _model_of(manifest["encoder_version"]):
         raise ValueError(f"{mf}: documents embedded with {manifest['encoder_version']!r}, query encoder is {encoder.version!r}")

@@ -8,13 +8,11 @@ Docs: https://musicml.github.io/musicml/search.index.html.md"""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 
-from ..artifacts import sha256_file
-from ..data.datasets import ChecksumError
+from ..artifacts import verify_manifest, write_manifest
 
 # %% auto #0
 __all__ = ['KINDS', 'build_faiss', 'ann_recall', 'VectorIndex']
@@ -81,15 +79,14 @@ class VectorIndex:
         try: return self.index.search(q, min(k, len(self)))
         finally: faiss.omp_set_num_threads(n)
     def save(self, folder) -> Path:
-        "Write the index, ids and a manifest with sha256 of each file."
+        "Write the index, ids and a `manifest.json` (the one artifact format: sha256 and size of each file)."
         import faiss
         folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
         faiss.write_index(self.index, str(folder / "index.faiss"))
         (folder / "ids.json").write_text(json.dumps([str(i) for i in self.ids]))
-        files = {f: sha256_file(folder / f) for f in ("index.faiss", "ids.json")}
-        manifest = dict(format="musicml.vector_index/1", params=self.params, dim=int(self.index.d), n=len(self),
-                        model_version=self.model_version, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), files=files)
-        (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        (folder / "manifest.json").unlink(missing_ok=True)
+        write_manifest(folder, format="musicml.vector_index/1", params=self.params, dim=int(self.index.d), n=len(self),
+                       model_version=self.model_version)
         return folder
     @classmethod
     def load(cls, folder, model_version: str | None = None) -> VectorIndex:
@@ -97,10 +94,7 @@ class VectorIndex:
         import faiss
         folder = Path(folder); mf = folder / "manifest.json"
         if not mf.exists(): raise FileNotFoundError(f"{mf}: no manifest; not a saved VectorIndex")
-        manifest = json.loads(mf.read_text())
-        for f, sha in manifest["files"].items():
-            got = sha256_file(folder / f)
-            if got != sha: raise ChecksumError(f"{folder / f}: sha256 {got[:12]}… does not match the manifest's {sha[:12]}…")
+        manifest = verify_manifest(folder, required=("format", "params", "model_version"))
         if model_version is not None and manifest["model_version"] != model_version:
             raise ValueError(f"{mf}: index built with model {manifest['model_version']!r}, expected {model_version!r}")
         index = faiss.read_index(str(folder / "index.faiss"))
