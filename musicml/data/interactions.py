@@ -15,8 +15,8 @@ import scipy.sparse as sp
 from .lastfm import LastFM2K
 
 # %% auto #0
-__all__ = ['Interactions', 'UnknownIdError', 'from_raw', 'take', 'concat', 'csr', 'Sequences', 'time_order', 'sequences',
-           'first_occurrences', 'lastfm_plays', 'lastfm_tag_sequences', 'artist_tag_matrix']
+__all__ = ['Interactions', 'UnknownIdError', 'positions', 'from_raw', 'take', 'concat', 'csr', 'Sequences', 'time_order',
+           'sequences', 'first_occurrences', 'lastfm_plays', 'lastfm_tag_sequences', 'artist_tag_matrix']
 
 # %% ../../nbs/13_data.interactions.ipynb #a673c2db
 @dataclass
@@ -43,9 +43,17 @@ class UnknownIdError(KeyError):
     "Raw ids that are not in an id map."
     def __str__(self): return str(self.args[0])
 
+def positions(ids: np.ndarray,  # a sorted id map (raw ids)
+              raw) -> np.ndarray:
+    "Index of each raw id in the sorted map `ids` (int64), -1 where it is not in the map: the one raw id -> index lookup."
+    ids, raw = np.asarray(ids), np.asarray(raw)
+    if len(ids) == 0: return np.full(raw.shape, -1, np.int64)
+    pos = np.searchsorted(ids, raw).clip(max=len(ids) - 1)
+    return np.where(ids[pos] == raw, pos, -1).astype(np.int64)
+
 def _index(raw, ids, what):
-    idx = np.searchsorted(ids, raw)
-    bad = (idx >= len(ids)) | (ids[np.minimum(idx, len(ids) - 1)] != raw)
+    idx = positions(ids, raw)
+    bad = idx < 0
     if bad.any(): raise UnknownIdError(f"{bad.sum()} {what} ids are not in the id map, e.g. {raw[np.argmax(bad)].item()!r}")
     return idx.astype(np.int32)
 
@@ -149,9 +157,8 @@ def lastfm_tag_sequences(d: LastFM2K,
 def artist_tag_matrix(d: LastFM2K, item_ids: np.ndarray) -> sp.csr_matrix:
     "Artist x tag assignment counts (float32 CSR), rows aligned with `item_ids`, columns = tag index in `d.tags`."
     ta = d.tag_assignments
-    keep = np.isin(ta["artist_id"], item_ids)
-    rows = np.searchsorted(item_ids, ta["artist_id"][keep])
-    cols = np.searchsorted(d.tags["tag_id"], ta["tag_id"][keep])
+    rows = positions(item_ids, ta["artist_id"]); keep = rows >= 0
+    rows, cols = rows[keep], positions(d.tags["tag_id"], ta["tag_id"][keep])
     m = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(len(item_ids), len(d.tags)))
     m.sum_duplicates()
     return m

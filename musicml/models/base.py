@@ -26,7 +26,7 @@ class Recommender:
         return {k: v for k, v in vars(self).items() if not k.startswith("_") and not k.endswith("_")}
 
     def _remember(self, train: Interactions):
-        self.train_ = train.csr()  # user x item matrix of seen items, used to exclude them
+        self.seen_ = train.csr()  # user x item matrix of seen items, used to exclude them
         self.n_users_, self.n_items_ = train.n_users, train.n_items
 
     def fit(self, train: Interactions, valid: Interactions | None = None) -> Recommender:
@@ -43,7 +43,7 @@ class Recommender:
         "Top-`k` (items, scores) per user; `exclude` defaults to the training matrix (seen items)."
         users = np.asarray(users)
         s = self.score(users).astype(np.float32, copy=True)
-        ex = self.train_ if exclude is None else exclude
+        ex = self.seen_ if exclude is None else exclude
         mask_scores(s, ex[users])
         return top_k(s, k)
 

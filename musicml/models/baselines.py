@@ -35,7 +35,7 @@ class Popularity(Recommender):
     name = "pop"
     def fit(self, train: Interactions, valid=None) -> Popularity:
         self._remember(train)
-        self.counts_ = np.asarray(self.train_.sum(0)).ravel().astype(np.float32)
+        self.counts_ = np.asarray(self.seen_.sum(0)).ravel().astype(np.float32)
         return self
     def score(self, users): return np.broadcast_to(self.counts_, (len(users), self.n_items_))
 

@@ -55,7 +55,7 @@ class DCNRanker(nn.Module):
         self.user_emb, self.item_emb = nn.Embedding(cfg.n_users, cfg.dim), nn.Embedding(cfg.n_items, cfg.dim)
         self.tag_emb = nn.Embedding(cfg.n_tags + 1, cfg.dim, padding_idx=0)
         self.register_buffer("item_tags", item_tags)            # [n_items, T] tag tokens
-        self.register_buffer("tag_table", None)                 # [n_items, d] once `folded`
+        self.register_buffer("tag_table", None)                 # [n_items, d] once `with_tag_table`
         d0 = 3 * cfg.dim + cfg.n_dense
         self.cross = CrossNet(d0, cfg.cross_layers)
         self.deep = nn.Sequential(nn.Linear(d0, cfg.hidden), nn.ReLU(), nn.Dropout(cfg.dropout),
@@ -63,7 +63,7 @@ class DCNRanker(nn.Module):
         self.head = nn.Linear(d0 + cfg.hidden, 1)
 
     def tag_vectors(self, items):                               # items [M] -> [M, d]
-        "Mean tag embedding of each artist: a bag average, or one table lookup once `folded`."
+        "Mean tag embedding of each artist: a bag average, or one table lookup once `with_tag_table`."
         if self.tag_table is not None: return self.tag_table[items]
         return mean_bag(self.tag_emb, self.item_tags[items])
 
@@ -75,7 +75,7 @@ class DCNRanker(nn.Module):
         return self.head(torch.cat([self.cross(x0), self.deep(x0)], -1)).squeeze(-1)  # [b, N]
 
     @torch.no_grad()
-    def folded(self) -> DCNRanker:
+    def with_tag_table(self) -> DCNRanker:
         "Inference copy with every artist's mean tag embedding precomputed: same scores, fewer ops, no tag tables."
         m = copy.deepcopy(self).eval()
         m.tag_table = mean_bag(m.tag_emb, m.item_tags)        # [n_items, d]
@@ -95,9 +95,9 @@ class DCNEnsemble(nn.Module):
         z = (s - s.mean(-1, keepdim=True)) / (s.std(-1, correction=0, keepdim=True) + 1e-6)
         return z.mean(0)                                        # [b, N]
 
-    def folded(self) -> DCNEnsemble:
+    def with_tag_table(self) -> DCNEnsemble:
         "Every member `folded`."
-        return DCNEnsemble([m.folded() for m in self.members])
+        return DCNEnsemble([m.with_tag_table() for m in self.members])
 
 # %% ../../nbs/34_models.ranker.ipynb #46f1cf15
 def candidates(retriever: Recommender, users: np.ndarray, n: int, exclude: sp.csr_matrix):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from ..data.interactions import Interactions
+from ..data.interactions import Interactions, positions
 from .base import Recommender
 from .baselines import EASE
 
@@ -42,8 +42,8 @@ def friend_matrix(friends,                 # table with raw `user_id` and `frien
     "Binary `[users, users]` friendship CSR over `user_ids`; pairs naming a user outside the map are dropped."
     u, f = np.asarray(friends["user_id"]), np.asarray(friends["friend_id"])
     n = len(user_ids)
-    pu, pf = np.searchsorted(user_ids, u).clip(max=n - 1), np.searchsorted(user_ids, f).clip(max=n - 1)
-    ok = (user_ids[pu] == u) & (user_ids[pf] == f) & (u != f)
+    pu, pf = positions(user_ids, u), positions(user_ids, f)
+    ok = (pu >= 0) & (pf >= 0) & (u != f)
     m = sp.csr_matrix((np.ones(ok.sum(), np.float32), (pu[ok], pf[ok])), shape=(n, n))
     m.data[:] = 1                                                     # duplicates summed: back to binary
     return m
@@ -136,7 +136,7 @@ class TagProfile(Recommender):
     def score(self, users) -> np.ndarray:
         return np.asarray((self.profiles_[np.asarray(users)] @ self.bags_.T).todense(), np.float32)
     def score_items(self, users, items) -> np.ndarray:
-        return profile_match(self.train_[np.asarray(users)], self.ids_, self.wts_, self.bags_.shape[1], items)
+        return profile_match(self.seen_[np.asarray(users)], self.ids_, self.wts_, self.bags_.shape[1], items)
 
 # %% ../../nbs/35_models.side_info.ipynb #dffc818e
 def feature_model(spec,                  # {"name", "params"} from a ranker config (or a class name, as older artifacts wrote)

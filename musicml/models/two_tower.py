@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.interactions import positions
 
 # %% auto #0
 __all__ = ['padded_rows', 'item_tag_matrix', 'TwoTowerConfig', 'mean_bag', 'Tower', 'TwoTower', 'in_batch_softmax_loss']
@@ -33,8 +34,8 @@ def padded_rows(rows: np.ndarray, cols: np.ndarray, order_key: np.ndarray, n_row
 def item_tag_matrix(tag_assignments, item_ids: np.ndarray, width: int = 20) -> tuple[torch.Tensor, int]:
     "Each item's `width` most used tags as tokens `[n_items, width]`, and the number of distinct tags."
     art, tag = np.asarray(tag_assignments["artist_id"]), np.asarray(tag_assignments["tag_id"])
-    pos = np.searchsorted(item_ids, art).clip(max=len(item_ids) - 1)
-    ok = item_ids[pos] == art
+    pos = positions(item_ids, art)
+    ok = pos >= 0
     items, tags = pos[ok], tag[ok]
     tag_ids, tags = np.unique(tags, return_inverse=True)
     pair, cnt = np.unique(items.astype(np.int64) * len(tag_ids) + tags, return_counts=True)

@@ -240,28 +240,28 @@ def sasrec_task(art_dir,          # artifact directory of a trained SASRec (or t
 def ranker_task(art_dir,          # artifact directory of a trained ranker (or the training output dir above it)
                 data_path=None,   # Last.fm 2K directory (default `$MUSICML_DATA`)
                 max_eval: int | None = None,  # keep only the first test users (None = all)
-                fold: bool = True,  # precompute the per-artist tag averages (`DCNRanker.folded`)
+                tag_table: bool = True,  # precompute the per-artist tag averages (`DCNRanker.with_tag_table`)
                 **load_kw) -> InferenceTask:  # `split`, `item_tags`, `n_tags`, `data` for `load_ranker` (skips reloading)
     "`InferenceTask` of a trained DCN ranker: fp32 retriever candidates + dense features of the test users as inputs."
     from musicml.train.ranker import load_ranker
     d = _artifact_dir(art_dir)
     m, split = load_ranker(d, data_path, **load_kw)
     users = np.unique(split.test.users)[:max_eval]
-    _, items, dense = m._tensors(users, m._seen)
+    _, items, dense = m.candidate_tensors(users, m.test_exclude_)
     vu = np.unique(split.valid.users)
-    _, citems, cdense = m._tensors(vu, m.train_)
+    _, citems, cdense = m.candidate_tensors(vu, m.seen_)
     u, cu = (torch.from_numpy(x.astype(np.int64)) for x in (users, vu))
-    net, fold_err = m.net_.eval(), None
-    if fold:
-        net = m.net_.folded()
+    net, table_err = m.net_.eval(), None
+    if tag_table:
+        net = m.net_.with_tag_table()
         with torch.inference_mode():
-            fold_err = float((net(cu, citems, cdense) - m.net_(cu, citems, cdense)).abs().max())
-        if fold_err > 1e-4: raise RuntimeError(f"{d}: folded ranker differs from the trained one by {fold_err:.2e}")
+            table_err = float((net(cu, citems, cdense) - m.net_(cu, citems, cdense)).abs().max())
+        if table_err > 1e-4: raise RuntimeError(f"{d}: ranker with its tag table differs from the trained one by {table_err:.2e}")
     return InferenceTask("ranker", RankerScorer(net).eval(), ["users", "items", "dense"], (u[:1], items[:1], dense[:1]),
                          {"users": {0: "batch"}, "items": {0: "batch", 1: "cands"}, "dense": {0: "batch", 1: "cands"}},
                          (cu, citems, cdense), (u, items, dense), split.test.csr()[users], item_input=1,
                          meta={"art_dir": str(d), "config": json.loads((d / "config.json").read_text()),
-                               "folded": fold, "fold_max_abs_err": fold_err})
+                               "tag_table": tag_table, "tag_table_max_abs_err": table_err})
 
 def artifact_task(art_dir, data_path=None, max_eval: int | None = None) -> InferenceTask:
     "`sasrec_task` or `ranker_task`, chosen by the `model` field of the artifact's `config.json`."

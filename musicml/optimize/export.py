@@ -149,8 +149,8 @@ class Runner:
         if threads:
             torch.set_num_threads(threads)
         if p.suffix == ".onnx":
-            self.format, self._sess = "onnx", _ort_session(p, threads)
-            self.input_names = [i.name for i in self._sess.get_inputs()]
+            self.format, self.session = "onnx", _ort_session(p, threads)
+            self.input_names = [i.name for i in self.session.get_inputs()]
         elif p.suffix == ".pte":
             from executorch.runtime import Runtime
             self.format, self._fn = "pte", Runtime.get().load_program(str(p)).load_method("forward")
@@ -178,7 +178,7 @@ class Runner:
     def __call__(self, *inputs) -> np.ndarray:
         self._validate(inputs)
         if self.format == "onnx":
-            return self._sess.run(None, {n: _np_in(x) for n, x in zip(self.input_names, inputs)})[0]
+            return self.session.run(None, {n: _np_in(x) for n, x in zip(self.input_names, inputs)})[0]
         xs = [torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x for x in inputs]
         with torch.no_grad():
             y = self._fn.execute(xs)[0] if self.format == "pte" else self._fn(*xs)

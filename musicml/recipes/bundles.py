@@ -15,7 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..artifacts import ArtifactError, sha256_file
-from ..data.interactions import Interactions
+from ..data.interactions import Interactions, positions
 from .registry import BASELINES, SERVING_PARAMS
 from ..models.baselines import EASE
 from ..models.side_info import FriendsListen, TagProfile
@@ -95,10 +95,7 @@ def trained_stages(x: Interactions,        # the bundle's interactions (its user
     if sasrec is not None:
         if sequences is None or sequences.n_items != sasrec.n_items_:
             raise ValueError("SASRec needs `sequences` over its own id maps (the dated events it was trained on)")
-        def match(ours, theirs):                                 # position of each raw id of `theirs` in `ours`, -1 if absent
-            pos = np.searchsorted(ours, theirs).clip(max=len(ours) - 1)
-            return np.where(ours[pos] == theirs, pos, -1)
-        to_bundle, bu = match(x.item_ids, sequences.item_ids), match(x.user_ids, sequences.user_ids)
+        to_bundle, bu = positions(x.item_ids, sequences.item_ids), positions(x.user_ids, sequences.user_ids)
         sq = sequences.sequences(); lens = np.diff(sq.offsets)
         n = np.zeros(x.n_users, np.int64); n[bu[bu >= 0]] = lens[bu >= 0]
         offsets = np.concatenate([[0], np.cumsum(n)])

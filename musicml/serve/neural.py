@@ -62,7 +62,7 @@ class Exported:
     def run(self, *xs: np.ndarray) -> np.ndarray:
         "The network on numpy inputs: one ONNX Runtime call when attached, else torch eager."
         if self.runner is not None:                  # the session itself: these inputs are built here, checked at attach
-            return self.runner._sess.run(None, dict(zip(self.runner.input_names, xs)))[0]
+            return self.runner.session.run(None, dict(zip(self.runner.input_names, xs)))[0]
         with torch.inference_mode(): return self.module()(*(torch.from_numpy(np.ascontiguousarray(x)) for x in xs)).numpy()
 
     def export_runtime(self, d: Path, name: str) -> dict:
@@ -229,14 +229,14 @@ class SASRecRetriever(Exported, Retriever):
         r.onnx_file = config.get("onnx"); return r
 
 # %% ../../nbs/72a_serve.neural.ipynb #3b9535f9
-def _folded_shell(cfg: RankerConfig) -> DCNRanker:
+def _tag_table_shell(cfg: RankerConfig) -> DCNRanker:
     net = DCNRanker(cfg, torch.zeros(cfg.n_items, 1, dtype=torch.long))
     net.tag_emb, net.item_tags, net.tag_table = None, None, torch.zeros(cfg.n_items, cfg.dim)
     return net
 
-def _folded_dcn(cfg: RankerConfig, arrays: dict, prefix: str, members: int = 1) -> DCNRanker | DCNEnsemble:
-    "A folded `DCNRanker` (per-artist tag table, no tag embeddings), or a `DCNEnsemble` of them, rebuilt from its arrays."
-    net = _folded_shell(cfg) if members == 1 else DCNEnsemble([_folded_shell(cfg) for _ in range(members)])
+def _tag_table_dcn(cfg: RankerConfig, arrays: dict, prefix: str, members: int = 1) -> DCNRanker | DCNEnsemble:
+    "A `DCNRanker` with its tag table (per-artist tag table, no tag embeddings), or a `DCNEnsemble` of them, rebuilt from its arrays."
+    net = _tag_table_shell(cfg) if members == 1 else DCNEnsemble([_tag_table_shell(cfg) for _ in range(members)])
     return load_module(net, arrays, prefix)
 
 def _with_unknown_user(net: DCNRanker | DCNEnsemble) -> DCNRanker | DCNEnsemble:
@@ -254,7 +254,7 @@ class DCNRankerStage(Exported):
     "The trained DCN ranker: its training features computed from the serving stages, one batched forward per micro-batch."
     kind = "dcn"
     file_suffix = ".safetensors"                                   # network weights: no pickle, no code
-    def __init__(self, net: DCNRanker | DCNEnsemble,  # folded; the user table's last row is for users it never saw
+    def __init__(self, net: DCNRanker | DCNEnsemble,  # with its tag table; the user table's last row is for users it never saw
                  mu: np.ndarray, sd: np.ndarray,  # feature normalisation from training
                  stats: dict,                     # log1p training counts: item_listeners, item_plays, user_items, user_plays
                  retrieval: str = "two_tower",    # stage whose score and rank the ranker was trained on
@@ -275,7 +275,7 @@ class DCNRankerStage(Exported):
     @classmethod
     def from_model(cls, m, retrieval: str = "two_tower", features: tuple = ("ease",),
                    members: int | None = None) -> DCNRankerStage:  # serve the first `members` networks of an ensemble (None: all)
-        "From a fitted `RankerRecommender`: folded, with a mean-user row appended."
+        "From a fitted `RankerRecommender`: with its tag table, with a mean-user row appended."
         if len(features) != len(m.feature_models):
             raise ValueError(f"the ranker was trained with {len(m.feature_models)} feature models; got feature stages {features}")
         net = m.net_
@@ -283,9 +283,9 @@ class DCNRankerStage(Exported):
             if not 1 <= members <= len(net.members):
                 raise ValueError(f"members must be in 1..{len(net.members)} (the ensemble's size), got {members}")
             net = net.members[0] if members == 1 else DCNEnsemble(list(net.members)[:members])   # one: its own order
-        net = _with_unknown_user(net.folded())
-        listeners, plays, u_n, u_plays = m._stats
-        return cls(net, m._mu, m._sd, dict(item_listeners=listeners, item_plays=plays, user_items=u_n, user_plays=u_plays),
+        net = _with_unknown_user(net.with_tag_table())
+        listeners, plays, u_n, u_plays = m.stats_
+        return cls(net, m.mu_, m.sd_, dict(item_listeners=listeners, item_plays=plays, user_items=u_n, user_plays=u_plays),
                    retrieval, features)
 
     def dense(self, stages: dict, hist: sp.csr_matrix, users: np.ndarray, items: np.ndarray, memo=None) -> np.ndarray:
@@ -320,6 +320,6 @@ class DCNRankerStage(Exported):
     @classmethod
     def from_state(cls, arrays, config):
         stats = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("stats/")}
-        r = cls(_folded_dcn(RankerConfig(**config["net"]), arrays, "net", config.get("members", 1)), arrays["mu"], arrays["sd"], stats,
+        r = cls(_tag_table_dcn(RankerConfig(**config["net"]), arrays, "net", config.get("members", 1)), arrays["mu"], arrays["sd"], stats,
                 config["retrieval"], tuple(config["features"]))
         r.onnx_file = config.get("onnx"); return r

@@ -85,7 +85,7 @@ class RankerRecommender(Recommender):
         return np.concatenate([raw, *extra], -1) if extra else raw
 
     def _raw(self, users, items, scores):
-        return self._features(self._stats, self.feature_models, users, items, scores)
+        return self._features(self.stats_, self.feature_models, users, items, scores)
 
     def _lists(self, retriever, feature_models, stats, users, truth, exclude) -> dict:
         "Candidate lists of `users` from `retriever` (`exclude` masked): ids, raw features and graded gains from `truth`."
@@ -105,9 +105,9 @@ class RankerRecommender(Recommender):
                                    (rest.csr() + valid.csr()).tocsr()))
         return out
 
-    def _tensors(self, users, exclude):
+    def candidate_tensors(self, users, exclude):
         items, scores = candidates(self.retriever, users, self.n_candidates, exclude)
-        dense = (self._raw(users, items, scores) - self._mu) / self._sd
+        dense = (self._raw(users, items, scores) - self.mu_) / self.sd_
         return items, torch.from_numpy(items), torch.from_numpy(dense.astype(np.float32))
 
     def fit(self, train: Interactions, valid: Interactions, out_dir=None, resume_from=None,
@@ -116,27 +116,27 @@ class RankerRecommender(Recommender):
             raise ValueError("resuming is supported for a single network (ensemble=1); an ensemble trains its members again")
         self._remember(train)
         seed_everything(self.train.seed)
-        self._stats = play_stats(train)
-        self._seen = (train.csr() + valid.csr()).tocsr()
+        self.stats_ = play_stats(train)
+        self.test_exclude_ = (train.csr() + valid.csr()).tocsr()
         users = np.unique(valid.users)
-        main = self._lists(self.retriever, self.feature_models, self._stats, users, valid.csr(), self.train_)
+        main = self._lists(self.retriever, self.feature_models, self.stats_, users, valid.csr(), self.seen_)
         is_val = np.random.default_rng(self.train.seed).random(len(users)) < self.val_share
         lists = [{k: v[~is_val] for k, v in main.items()}, *self.fold_lists(train, valid)]
         cat = {k: np.concatenate([l[k] for l in lists]) for k in main}
         flat = cat["raw"].reshape(-1, cat["raw"].shape[-1])
-        self._mu, self._sd = flat.mean(0), flat.std(0) + 1e-6
-        norm = lambda raw: torch.from_numpy(((raw - self._mu) / self._sd).astype(np.float32))
+        self.mu_, self.sd_ = flat.mean(0), flat.std(0) + 1e-6
+        norm = lambda raw: torch.from_numpy(((raw - self.mu_) / self.sd_).astype(np.float32))
         has = cat["gains"].sum(1) > 0                            # lists whose held-out plays were retrieved
         data = {"user": torch.from_numpy(cat["user"][has]), "items": torch.from_numpy(cat["items"][has]),
                 "dense": norm(cat["raw"][has]), "gains": torch.from_numpy(cat["gains"][has])}
         val = {"user": torch.from_numpy(users[is_val]), "items": torch.from_numpy(main["items"][is_val]),
                "dense": norm(main["raw"][is_val]), "truth": valid.csr()[users[is_val]]}
-        self._net_cfg = RankerConfig(train.n_users, train.n_items, self.n_tags, flat.shape[-1], self.dim)
+        self.net_cfg_ = RankerConfig(train.n_users, train.n_items, self.n_tags, flat.shape[-1], self.dim)
         members, reports = [], []
         for i in range(self.ensemble):
             cfg = replace(self.train, seed=self.train.seed + i)
             seed_everything(cfg.seed)
-            net = DCNRanker(self._net_cfg, self.item_tags.clone())   # own tag buffer: members are saved side by side
+            net = DCNRanker(self.net_cfg_, self.item_tags.clone())   # own tag buffer: members are saved side by side
             sub = out_dir if out_dir is None or self.ensemble == 1 else Path(out_dir) / f"member{i}"
             reports.append(fit_task(RankerTask(net, cfg, val), data, out_dir=sub, resume_from=resume_from, trainer_factory=trainer_factory,
                                     callbacks=callbacks, config=self.config()))
@@ -149,7 +149,7 @@ class RankerRecommender(Recommender):
 
     def config(self) -> dict:
         "Architecture, candidate count, feature models, folds, ensemble size and training config."
-        return {"model": self.name, "net": asdict(self._net_cfg), "n_candidates": self.n_candidates,
+        return {"model": self.name, "net": asdict(self.net_cfg_), "n_candidates": self.n_candidates,
                 "retriever": type(self.retriever).__name__,
                 "feature_models": [{"name": m.name, "params": m.params()} for m in self.feature_models],
                 "label_folds": self.label_folds, "n_folds": self.n_folds, "ensemble": self.ensemble,
@@ -157,7 +157,7 @@ class RankerRecommender(Recommender):
 
     def score(self, users) -> np.ndarray:
         users = np.asarray(users)
-        items, it, dense = self._tensors(users, self._seen)
+        items, it, dense = self.candidate_tensors(users, self.test_exclude_)
         with torch.no_grad():
             s = self.net_(torch.from_numpy(users.astype(np.int64)), it, dense).numpy()
         out = np.full((len(users), self.n_items_), -1e9, np.float32)
@@ -171,7 +171,7 @@ class RankerRecommender(Recommender):
         from musicml.train.checkpoint import save_checkpoint
         from musicml.train.two_tower import TwoTowerRecommender
         out = save_checkpoint(out_dir, self.net_, self.config())
-        save_file({"mu": torch.from_numpy(np.asarray(self._mu, np.float32)), "sd": torch.from_numpy(np.asarray(self._sd, np.float32))},
+        save_file({"mu": torch.from_numpy(np.asarray(self.mu_, np.float32)), "sd": torch.from_numpy(np.asarray(self.sd_, np.float32))},
                   str(Path(out) / "features.safetensors"))
         if isinstance(self.retriever, TwoTowerRecommender):
             save_checkpoint(Path(out) / "retriever", self.retriever.net_, self.retriever.config())
@@ -209,10 +209,10 @@ def load_ranker(art_dir,                       # directory written by `RankerRec
                           train=TrainConfig(**cfg["train"]), feature_models=tuple(feats),
                           label_folds=cfg.get("label_folds", 0), n_folds=cfg.get("n_folds", 8), ensemble=k)
     m._remember(split.train)
-    m._stats, m._seen = play_stats(split.train), (split.train.csr() + split.valid.csr()).tocsr()
+    m.stats_, m.test_exclude_ = play_stats(split.train), (split.train.csr() + split.valid.csr()).tocsr()
     f = read_tensors(d / "features.safetensors")
-    m._mu, m._sd = f["mu"].numpy(), f["sd"].numpy()
-    m._net_cfg = rc = RankerConfig(**cfg["net"])
+    m.mu_, m.sd_ = f["mu"].numpy(), f["sd"].numpy()
+    m.net_cfg_ = rc = RankerConfig(**cfg["net"])
     net = DCNRanker(rc, item_tags) if k == 1 else DCNEnsemble([DCNRanker(rc, item_tags.clone()) for _ in range(k)])
     m.net_ = load_weights(net, d / "model.safetensors").eval()
     return m, split

@@ -89,7 +89,7 @@ class SASRecRecommender(Recommender):
         val = None
         if valid is not None and len(valid):
             vu = np.unique(valid.users)
-            val = (last_tokens(seqs, vu, self.max_len), valid.csr()[vu], self.train_[vu])
+            val = (last_tokens(seqs, vu, self.max_len), valid.csr()[vu], self.seen_[vu])
         counts = np.bincount(train.items, minlength=train.n_items)
         # without validation there is no best epoch to restore: keep the last weights
         cfg = self.train if val is not None else replace(self.train, restore_best=False)

@@ -73,7 +73,7 @@ class TwoTowerRecommender(Recommender):
         val = None
         if valid is not None and len(valid):
             vu = np.unique(valid.users)
-            val = (torch.from_numpy(vu.astype(np.int64)), valid.csr()[vu], self.train_[vu])
+            val = (torch.from_numpy(vu.astype(np.int64)), valid.csr()[vu], self.seen_[vu])
         counts = np.bincount(train.items, minlength=train.n_items)
         task = TwoTowerTask(self.net_, self.train, val, counts)
         data = {"user": torch.from_numpy(train.users.astype(np.int64)), "item": torch.from_numpy(train.items.astype(np.int64))}
