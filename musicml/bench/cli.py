@@ -14,7 +14,7 @@ from pathlib import Path
 from .compare import compare, format_rows, regressions
 
 # %% auto #0
-__all__ = ['task_from_args', 'inference_cmd', 'compare_cmd', 'add_parser']
+__all__ = ['add_task_arguments', 'task_from_args', 'inference_cmd', 'compare_cmd', 'add_parser']
 
 # %% ../../nbs/65_bench.cli.ipynb #6b4623a6
 def _ints(s: str, flag: str) -> list[int]:
@@ -24,6 +24,14 @@ def _ints(s: str, flag: str) -> list[int]:
         raise ValueError(f"{flag} expects comma-separated integers like 1,8,64, got {s!r}") from None
     if not out or min(out) < 1: raise ValueError(f"{flag} expects positive integers, got {s!r}")
     return out
+
+def add_task_arguments(p) -> None:
+    "The model a command runs on: `--artifact DIR` or `--tiny sasrec|ranker`, with `--data-dir` and `--max-eval` (read by `task_from_args`)."
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--artifact", help="trained model artifact directory (config.json + model.safetensors)")
+    src.add_argument("--tiny", choices=("sasrec", "ranker"), help="use a small synthetic model instead (smoke runs)")
+    p.add_argument("--data-dir", help="Last.fm 2K directory (default $MUSICML_DATA)")
+    p.add_argument("--max-eval", type=int, help="evaluate on the first N test users only")
 
 def task_from_args(args):
     "The task of `--artifact DIR` (or `--tiny sasrec|ranker`): what `musicml bench inference` and `musicml optimize` run on."
@@ -71,9 +79,7 @@ def compare_cmd(args) -> int:
 def add_parser(bench_subparsers) -> None:
     "Add `inference` and `compare` to the `musicml bench` sub-parsers."
     p = bench_subparsers.add_parser("inference", help="benchmark inference variants of a model on a target")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--artifact", help="trained model artifact directory (config.json + model.safetensors)")
-    src.add_argument("--tiny", choices=("sasrec", "ranker"), help="use a small synthetic model instead (smoke runs)")
+    add_task_arguments(p)
     p.add_argument("--target", choices=("cpu", "edge", "gpu"), required=True)
     p.add_argument("--batch-sizes", default="1,8,64", help="offline sweep, comma-separated")
     p.add_argument("--iterations", type=int, default=1000, help="single-stream queries")
@@ -82,8 +88,6 @@ def add_parser(bench_subparsers) -> None:
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0 = all cores)")
     p.add_argument("--variants", help="comma-separated variant names (default: all of the target)")
     p.add_argument("--workdir", help="where exported artifacts go (default: next to --out)")
-    p.add_argument("--data-dir", help="Last.fm 2K directory (default $MUSICML_DATA)")
-    p.add_argument("--max-eval", type=int, help="evaluate on the first N test users only")
     p.add_argument("--out", required=True, help="results JSON")
     p.set_defaults(func=inference_cmd)
     c = bench_subparsers.add_parser("compare", help="compare an inference result with a baseline; exit 1 on regression")

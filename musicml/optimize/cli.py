@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from ..artifacts import write_manifest
-from ..bench.cli import task_from_args
+from ..bench.cli import add_task_arguments, task_from_args
 
 # %% auto #0
 __all__ = ['METHODS', 'run_method', 'optimize_cmd', 'add_parser']
@@ -76,11 +76,7 @@ def optimize_cmd(args) -> int:
 def add_parser(subparsers) -> None:
     "Add the top-level `optimize` command to the `musicml` sub-parsers."
     p = subparsers.add_parser("optimize", help="export and quantize a trained model; write the artifacts and a manifest")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--artifact", help="trained model artifact directory")
-    src.add_argument("--tiny", choices=("sasrec", "ranker"), help="use a small synthetic model instead")
+    add_task_arguments(p)
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--methods", default="dynamic,static,onnx,pte,pte-int8", help=f"comma-separated: {','.join(METHODS)}")
-    p.add_argument("--data-dir", help="Last.fm 2K directory (default $MUSICML_DATA)")
-    p.add_argument("--max-eval", type=int, help="evaluate on the first N test users only")
     p.set_defaults(func=optimize_cmd)

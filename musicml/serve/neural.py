@@ -19,7 +19,7 @@ from ..models.sasrec import SASRec, SASRecConfig
 from ..models.two_tower import Tower, mean_bag
 from ..optimize.core import RankerScorer
 from ..artifacts import ArtifactError
-from .stages import Retriever, register_stage
+from .stages import Retriever, VectorRetriever, register_stage
 from pathlib import Path
 
 # %% auto #0
@@ -101,7 +101,7 @@ class UserTower(nn.Module):
         return F.normalize(self.tower.mlp(x), dim=-1)             # [b, d]
 
 @register_stage
-class TwoTowerRetriever(Exported, Retriever):
+class TwoTowerRetriever(Exported, VectorRetriever):
     "The trained two-tower: user tower per request (id + pooled history), FAISS inner-product search over artist vectors."
     kind = "two_tower"
     file_suffix = ".safetensors"                                   # network weights: no pickle, no code
@@ -125,19 +125,6 @@ class TwoTowerRetriever(Exported, Retriever):
         return self.run(np.maximum(users, 0).astype(np.int64), (users >= 0).astype(np.float32),
                         history_tokens(hist, self.history_len))
 
-    def retrieve(self, hist, users, n, memo=None):
-        q = self.vectors(hist, users)
-        if memo is not None:
-            for m, v in zip(memo, q): m[self] = v                              # the ranker reuses the query vectors
-        val, idx = self.index.search(q, min(n, len(self.items)))
-        val[idx < 0] = -np.inf
-        return idx.astype(np.int32), val.astype(np.float32)
-    def score_items(self, hist, users, items, memo=None):
-        q = self._memo(memo)
-        if q is None: q = self.vectors(hist, users)
-        out = np.einsum("bd,bmd->bm", q, self.items[np.maximum(items, 0)])      # [b, m]
-        out[items < 0] = 0
-        return out.astype(np.float32)
     def similar(self, item: int, n: int):
         "Artists whose vectors are closest (cosine) to `item`'s."
         s = self.items @ self.items[item]; s[item] = -np.inf

@@ -17,8 +17,8 @@ from ..models.baselines import ALS, EASE, ItemKNN, topk_per_row, reweight
 from ..models.side_info import FriendsListen, TagProfile, friends_feature, gather_rows, profile_match
 
 # %% auto #0
-__all__ = ['STAGES', 'Retriever', 'ItemKNNRetriever', 'EmbeddingRetriever', 'EASERetriever', 'FriendsStage', 'TagProfileStage',
-           'BlendRanker', 'tag_vectors', 'mmr', 'mmr_batch', 'register_stage']
+__all__ = ['STAGES', 'Retriever', 'ItemKNNRetriever', 'VectorRetriever', 'EmbeddingRetriever', 'EASERetriever', 'FriendsStage',
+           'TagProfileStage', 'BlendRanker', 'tag_vectors', 'mmr', 'mmr_batch', 'register_stage']
 
 # %% ../../nbs/72_serve.stages.ipynb #e44ebac1
 def _sparse_topk(m: sp.csr_matrix, n: int):
@@ -84,7 +84,25 @@ class ItemKNNRetriever(Retriever):
     def from_state(cls, arrays, config): return cls(arrays["sim"], config["weighting"])
 
 # %% ../../nbs/72_serve.stages.ipynb #385afd39
-class EmbeddingRetriever(Retriever):
+class VectorRetriever(Retriever):
+    "Retrieval by inner product of query vectors with item vectors (`items`) over a FAISS `index`; subclasses give `vectors`."
+    def vectors(self, hist: sp.csr_matrix, users: np.ndarray) -> np.ndarray:  # [b, d]
+        raise NotImplementedError
+    def retrieve(self, hist, users, n, memo=None):
+        q = self.vectors(hist, users)
+        if memo is not None:
+            for m, v in zip(memo, q): m[self] = v                 # the ranker reuses the query vectors
+        val, idx = self.index.search(q, min(n, len(self.items)))
+        val[idx < 0] = -np.inf
+        return idx.astype(np.int32), val.astype(np.float32)
+    def score_items(self, hist, users, items, memo=None):
+        q = self._memo(memo)
+        if q is None: q = self.vectors(hist, users)
+        out = np.einsum("bd,bmd->bm", q, self.items[np.maximum(items, 0)])
+        out[items < 0] = 0
+        return out.astype(np.float32)
+
+class EmbeddingRetriever(VectorRetriever):
     "Dot-product retrieval over item vectors with a FAISS flat inner-product index."
     kind = "embedding"
     def __init__(self, item_vecs: np.ndarray, user_vecs: np.ndarray | None = None, fold_in: str = "als",
@@ -114,19 +132,6 @@ class EmbeddingRetriever(Retriever):
             c = self.alpha * w                                      # confidence - 1 on the history
             q[i] = np.linalg.solve(self._yty + (y.T * c) @ y, y.T @ (c + 1))
         return q
-    def retrieve(self, hist, users, n, memo=None):
-        q = self.vectors(hist, users)
-        if memo is not None:
-            for m, v in zip(memo, q): m[self] = v                 # the ranker reuses the query vectors
-        val, idx = self.index.search(q, min(n, len(self.items)))
-        val[idx < 0] = -np.inf
-        return idx.astype(np.int32), val.astype(np.float32)
-    def score_items(self, hist, users, items, memo=None):
-        q = self._memo(memo)
-        if q is None: q = self.vectors(hist, users)
-        out = np.einsum("bd,bmd->bm", q, self.items[np.maximum(items, 0)])
-        out[items < 0] = 0
-        return out.astype(np.float32)
     def similar(self, item: int, n: int):
         "Items with the largest cosine similarity to `item`'s vector."
         v = self.items / np.maximum(np.linalg.norm(self.items, axis=1, keepdims=True), 1e-12)
