@@ -73,6 +73,7 @@ def optimize_cmd(args) -> int:
     print(f"wrote {out / 'manifest.json'}")
     return 1 if any("error" in r for r in rows) else 0
 
+# %% ../../nbs/55_optimize.cli.ipynb #6f3fa801
 def add_parser(subparsers) -> None:
     "Add the top-level `optimize` command to the `musicml` sub-parsers."
     p = subparsers.add_parser("optimize", help="export and quantize a trained model; write the artifacts and a manifest")

@@ -94,6 +94,7 @@ def _check_inputs(module, example, rows, names, axes) -> list[tuple]:
 def _np(y) -> np.ndarray:
     return (y.detach().cpu().float().numpy() if torch.is_tensor(y) else np.asarray(y, np.float32))
 
+# %% ../../nbs/54_optimize.export.ipynb #28c2de01
 def _compare(module, run, checks, atol, quantized=False, min_overlap=0.8, k=10) -> dict:
     "Max abs error (and top-k overlap for int8) of `run` vs eager `module` over the check inputs."
     err, overlaps = 0.0, []
@@ -187,6 +188,7 @@ class Runner:
     def __repr__(self):
         return f"Runner({self.format}, {self.path.name}, inputs={self.input_names})"
 
+# %% ../../nbs/54_optimize.export.ipynb #47081301
 def load_runner(path,                      # .pt2 (ExportedProgram or AOTInductor package), .onnx or .pte
                 threads: int | None = None) -> Runner:  # intra-op threads (onnxruntime) / torch threads
     "A `Runner` for an exported artifact, the runtime picked from the suffix (and the .pt2 contents)."

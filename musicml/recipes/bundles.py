@@ -103,6 +103,7 @@ def trained_stages(x: Interactions,        # the bundle's interactions (its user
         stages["sasrec"] = (SASRecRetriever(sasrec.net_, to_bundle, offsets, items, x.n_items), "retriever")
     return stages, DCNRankerStage.from_model(ranker, "two_tower", tuple(feats), ranker_members)
 
+# %% ../../nbs/88c_recipes.bundles.ipynb #a23bec01
 def build_trained_artifacts(out: Path,                  # models directory
                             ranker_dir: Path,           # `musicml train --model ranker` artifact (holds its two-tower)
                             sasrec_dir: Path | None = None,  # `musicml train --model sasrec` artifact

@@ -80,6 +80,7 @@ class RankRequestV1(_Who):
     "Body of `POST /v1/rank`."
     candidate_ids: list[ArtistId] = Field(min_length=1, max_length=1000, description="artists to score")
 
+# %% ../../nbs/76_serve.api.ipynb #16412f01
 class RankResponseV1(_Served):
     "Body of a successful `POST /v1/rank`: the candidates, best first."
     items: list[ArtistV1]

@@ -62,6 +62,7 @@ def build_cmd(args) -> int:
     print(d)
     return 0
 
+# %% ../../nbs/78_serve.cli.ipynb #ac58b501
 def add_parser(subparsers) -> argparse.ArgumentParser:
     "Add `serve` (and `serve build-artifacts`) to the `musicml` command."
     p = subparsers.add_parser("serve", help="run the ranking service or build its model artifacts")

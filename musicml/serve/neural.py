@@ -146,6 +146,7 @@ class NextItemScorer(nn.Module):
     def forward(self, tokens):                                    # tokens [b, L] left-padded
         return self.net.last_state(tokens) @ self.net.item_vectors().T   # [b, n_items]
 
+# %% ../../nbs/72a_serve.neural.ipynb #2d2e3301
 @register_stage
 class SASRecRetriever(Exported, Retriever):
     "Next-artist candidates from a trained SASRec over the user's dated sequence, or the request's recent artists in order."
@@ -236,6 +237,7 @@ def _with_unknown_user(net: DCNRanker | DCNEnsemble) -> DCNRanker | DCNEnsemble:
     if isinstance(net, DCNEnsemble): net.cfg = net.members[0].cfg
     return net
 
+# %% ../../nbs/72a_serve.neural.ipynb #3b953501
 @register_stage
 class DCNRankerStage(Exported):
     "The trained DCN ranker: its training features computed from the serving stages, one batched forward per micro-batch."

@@ -150,6 +150,7 @@ class Job:
     min_listeners: int = 0
     diversity: float = 0.0
 
+# %% ../../nbs/75_serve.pipeline.ipynb #1024a701
 class Pipeline:
     "Retrieval → ranking → post-processing over the registry's current bundle."
     def __init__(self, registry: ModelRegistry, metrics=None, max_batch: int = 32, max_wait_ms: float = 2.0,

@@ -59,6 +59,7 @@ def _mean_report(reports: list, best: float) -> TrainReport:
                        wall_s=sum(r.wall_s for r in reports), world_size=reports[0].world_size,
                        config={**reports[0].config, "members": members})
 
+# %% ../../nbs/46_train.ranker.ipynb #4364c501
 class RankerRecommender(Recommender):
     "Re-ranks a retriever's top-`n_candidates` with a DCN ranker (or a seed ensemble) trained listwise on graded play-count labels."
     name = "ranker"
