@@ -61,7 +61,7 @@ def test_health_and_ready(server):
     base, first_ready = server
     assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
     assert first_ready.status_code in (200, 503)  # 503 ("loading") when the probe beat the loader thread
-    if first_ready.status_code == 503: assert first_ready.json()["status"] == "loading"
+    if first_ready.status_code == 503: assert first_ready.json()["code"] == "not_ready"
     r = httpx.get(f"{base}/readyz")
     assert r.status_code == 200 and r.json()["status"] == "ready" and (r.json()["search"], r.json()["search_docs"]) == ("ready", 4)
 

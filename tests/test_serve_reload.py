@@ -36,14 +36,16 @@ def test_hot_reload_under_load(tmp_path):
                         raw = bytearray((bad / "ranker.safetensors").read_bytes()); raw[len(raw) // 2] ^= 0xFF
                         (bad / "ranker.safetensors").write_bytes(bytes(raw))         # same size, different bytes
                         os.rename(bad, models / "v3")
-                        events["v3"] = (await c.post(srv.url + "/admin/reload")).json()
+                        r = await c.post(srv.url + "/admin/reload")
+                        events["v3"] = {"http": r.status_code, **r.json()}
                 return await open_loop(srv.url + "/v1/recommendations", request_mix(cat["user_ids"], cat["item_ids"]),
                                        rps=60, duration_s=6, on_tick=tick)
         res = asyncio.run(drive())
         s = res.summary()
         assert s["requests"] == 360 and s["errors"] == 0, s
-        assert events["v2"]["status"] == "swapped" and events["v3"]["status"] == "refused", events
-        assert "still serving v2" in events["v3"]["detail"]
+        assert events["v2"]["status"] == "swapped" and events["v3"]["http"] == 409, events      # a refusal is not a 200
+        assert events["v3"]["code"] == "reload_refused" and "refused v3" in events["v3"]["message"]
+        assert "still serving v2" in events["v3"]["message"]
         ready = httpx.get(srv.url + "/readyz").json()
         assert ready["model_version"] == "v2"
         r = httpx.post(srv.url + "/v1/recommendations", json={"user_id": int(cat["user_ids"][0])}).json()

@@ -15,26 +15,30 @@ import orjson
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .errors import ERROR_RESPONSES, ErrorV1
 from .metrics import request_id
 from .pipeline import Pipeline, make_query
 from .registry import Bundle
 
 # %% auto #0
-__all__ = ['ArtistId', 'UserId', 'Pipe', 'router', 'FiltersV1', 'RecommendationRequestV1', 'ArtistV1', 'RecommendationResponseV1',
-           'RankRequestV1', 'RankResponseV1', 'SimilarResponseV1', 'get_pipeline', 'recommendations', 'rank', 'similar']
+__all__ = ['ArtistId', 'UserId', 'STRICT', 'Pipe', 'router', 'FiltersV1', 'RecommendationRequestV1', 'ArtistV1',
+           'RecommendationResponseV1', 'RankRequestV1', 'RankResponseV1', 'SimilarResponseV1', 'get_pipeline',
+           'recommendations', 'rank', 'similar']
 
 # %% ../../nbs/76_serve.api.ipynb #16412f20
 ArtistId = Annotated[int, Field(ge=0, le=2**31 - 1)]
 UserId = Annotated[int, Field(ge=0, le=2**31 - 1)]
 
+STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)   # no bool -> int, no "5" -> 5, no NaN
+
 class FiltersV1(BaseModel):
     "Business filters applied after ranking."
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     exclude_artist_ids: list[ArtistId] = Field(default_factory=list, max_length=1000, description="never recommend these")
     min_listeners: int = Field(0, ge=0, le=10**6, description="only artists with at least this many training listeners")
 
 class _Who(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     user_id: UserId | None = Field(None, description="Last.fm user id; unknown users get the cold-start path")
     recent_artist_ids: list[ArtistId] | None = Field(None, max_length=500,
         description="recent artists, used as the history instead of the user's (unknown ids are ignored and reported)")
@@ -88,6 +92,7 @@ class RankResponseV1(_Served):
     degraded: bool
     degraded_reasons: list[str]
     unknown_artist_ids: list[int]
+    unknown_candidate_ids: list[int] = Field(default_factory=list, description="candidate ids not in the catalog (not ranked)")
 
 class SimilarResponseV1(_Served):
     "Body of `GET /v1/artists/{artist_id}/similar`."
@@ -104,7 +109,7 @@ async def get_pipeline(request: Request) -> Pipeline:
 
 Pipe = Annotated[Pipeline, Depends(get_pipeline)]
 router = APIRouter(prefix="/v1", tags=["recommendations"])
-_ERR = {503: {"description": "no model loaded yet"}, 422: {"description": "invalid request"}}
+_ERR = ERROR_RESPONSES                                  # 422 and 503, with the `ErrorV1` body
 
 def _artists(b: Bundle, items, scores, sources) -> list[dict]:
     ids, names = b.item_ids[items].tolist(), (b.names[items].tolist() if b.names is not None else [None] * len(items))
@@ -146,19 +151,18 @@ async def rank(req: RankRequestV1, p: Pipe) -> Response:
     "Ranker scores of the given candidate artists for a user or history, best first."
     t, b = time.perf_counter(), p.registry.current
     idx = [b.item_index.get(a, -1) for a in req.candidate_ids]
-    unknown = [a for a, i in zip(req.candidate_ids, idx) if i < 0]
-    if unknown: raise HTTPException(422, f"unknown candidate_ids (not in the catalog of model {b.version}): {unknown[:20]}")
+    unknown = [a for a, i in zip(req.candidate_ids, idx) if i < 0]           # reported, like unknown recent artists
     q = make_query(b, req.user_id, req.recent_artist_ids)
-    items = np.unique(np.array(idx, np.int32))                              # dedupe
-    s, degraded = await p.rank(q, items)
+    items = np.unique(np.array([i for i in idx if i >= 0], np.int32))        # dedupe
+    s, degraded = await p.rank(q, items) if len(items) else (np.zeros(0, np.float32), [])
     order = np.argsort(-s, kind="stable")
     src = ["popularity" if (q.cold or degraded) else "ranker"] * len(items)
     return _json(dict(api_version="v1", **_served(b, t), items=_artists(b, items[order], s[order], src),
                       path="cold_start" if q.cold else "personalized", degraded=bool(degraded),
-                      degraded_reasons=degraded, unknown_artist_ids=q.unknown_artist_ids))
+                      degraded_reasons=degraded, unknown_artist_ids=q.unknown_artist_ids, unknown_candidate_ids=unknown))
 
 @router.get("/artists/{artist_id}/similar", response_model=SimilarResponseV1,
-            responses={404: {"description": "unknown artist"}, **_ERR})
+            responses={404: {"model": ErrorV1, "description": "unknown artist"}, **_ERR})
 async def similar(artist_id: Annotated[int, Path(ge=0, le=2**31 - 1)], p: Pipe,
                   k: Annotated[int, Query(ge=1, le=100)] = 10) -> Response:
     "The artists most similar to `artist_id` (ItemKNN neighbours, else embedding cosine)."

@@ -20,12 +20,15 @@ import warnings
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import APIRouter, FastAPI, Header, HTTPException, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi import APIRouter, FastAPI, Header, HTTPException, Query, Request
+from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from starlette.routing import compile_path
 
-from ..core import get_logger, set_threads
+from ..core import get_logger, require_extra, set_threads
+from . import errors
+from .errors import ErrorV1, error_response
 from .api import router as recs_router
 from .metrics import ServeMetrics, exposition, json_logging, multiprocess_dir, ready_processes, request_id
 from .pipeline import Pipeline
@@ -34,8 +37,9 @@ from .registry import ModelRegistry
 log = get_logger("musicml.serve.app")
 
 # %% auto #0
-__all__ = ['log', 'REMOVED_IN', 'DEPRECATED_ENV', 'deprecated_env', 'Settings', 'ObserveMiddleware', 'exposure_logging',
-           'settle_heap', 'probe_router', 'create_app', 'openapi_document', 'write_openapi', 'breaking_changes']
+__all__ = ['log', 'REMOVED_IN', 'DEPRECATED_ENV', 'HEADER_TIMEOUT_ENV', 'deprecated_env', 'Settings', 'route_label',
+           'ObserveMiddleware', 'exposure_logging', 'settle_heap', 'probe_router', 'create_app', 'http_protocol',
+           'openapi_document', 'write_openapi', 'breaking_changes']
 
 # %% ../../nbs/70_serve.app.ipynb #cef6bb9e
 REMOVED_IN = "0.3.0"                                    # the release without the old variable names
@@ -74,6 +78,10 @@ class Settings(BaseSettings):
     processes: int = 1                  # service processes behind the port (`musicml serve --processes`; more than one
                                         # needs PROMETHEUS_MULTIPROC_DIR, which the CLI sets)
     admin_token: str | None = None      # when set, /admin/* needs the header `X-Admin-Token`
+    max_body_bytes: int = 1 << 20       # larger request bodies get 413, counted on the stream (chunked bodies too)
+    body_timeout_s: float = 10.0        # a request body must arrive within this, else 408
+    header_timeout_s: float = 10.0      # a connection must send its request line and headers within this, else it is closed
+    keepalive_timeout_s: float = 5.0    # an idle keep-alive connection is closed after this
     search_index: str | None = None     # mount POST /v1/search over this search index (needs musicml.search)
     search_enabled: bool | None = None  # /v1/search: None = when search_index is set, True = also without it (the index
                                         # in `search.hybrid.default_index_dir()`), False = never
@@ -103,41 +111,98 @@ class Settings(BaseSettings):
             out[stage] = kind
         return out
 
+# %% ../../nbs/70_serve.app.ipynb #3ea93762
+def _has_body(headers) -> bool:
+    "Whether a request says it carries a body (a positive Content-Length, or Transfer-Encoding: chunked)."
+    for k, v in headers:
+        if k == b"content-length": return v != b"0"
+        if k == b"transfer-encoding": return True
+    return False
+
+def _templates(app) -> list:
+    "(regex, template) of every path `app` serves: its plain routes' and those in its OpenAPI document (cached on the app)."
+    t = getattr(app.state, "route_templates", None)
+    if t is None:
+        paths = [r.path for r in app.routes if isinstance(getattr(r, "path", None), str)] + list(app.openapi().get("paths", {}))
+        t = app.state.route_templates = [(compile_path(p)[0], p) for p in dict.fromkeys(paths)]
+    return t
+
+def route_label(scope) -> str:
+    "The route template of a request for metric labels (the matched route's, else the first whose path matches, else `unmatched`)."
+    # requests refused before routing (413, 408) and routes that are not API routes (/docs, /openapi.json) have no
+    # scope["route"]: match them here, so every path is labelled
+    r = scope.get("route")
+    if r is not None: return r.path
+    app = scope.get("app")
+    if app is None: return "unmatched"
+    return next((p for rx, p in _templates(app) if rx.match(scope["path"])), "unmatched")
+
 # %% ../../nbs/70_serve.app.ipynb #063982c4
+class _Refused(Exception):
+    "A request refused while its body was read (too large, too slow)."
+    def __init__(self, status: int, message: str): self.status, self.message = status, message
+
 class ObserveMiddleware:
-    "Request ids, JSON access logs and per-route request metrics."
-    def __init__(self, app, metrics: ServeMetrics, access_log: bool = False, max_body_bytes: int = 1 << 20):
-        self.app, self.metrics, self.access_log, self.max_body = app, metrics, access_log, max_body_bytes
+    "Request ids, JSON access logs, per-route metrics, body limits on the stream, and a JSON 500 for any unhandled error."
+    def __init__(self, app, metrics: ServeMetrics, access_log: bool = False, max_body_bytes: int = 1 << 20,
+                 body_timeout_s: float = 10.0):
+        self.app, self.metrics, self.access_log, self.max_body, self.body_timeout = app, metrics, access_log, max_body_bytes, body_timeout_s
         self._children = {}                                    # (route, method, status) -> (counter, histogram) children
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http": return await self.app(scope, receive, send)
         rid = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
         if not (0 < len(rid) <= 64 and rid.replace("-", "").isalnum()): rid = uuid.uuid4().hex
-        token, t, status = request_id.set(rid), time.perf_counter(), [500]
+        token, t, status = request_id.set(rid), time.perf_counter(), [0]
         async def send_(msg):
             if msg["type"] == "http.response.start":
                 status[0] = msg["status"]; msg["headers"] = [*msg.get("headers", []), (b"x-request-id", rid.encode())]
             await send(msg)
-        n = next((v for k, v in scope["headers"] if k == b"content-length"), b"0")
-        app = self.app if (int(n) if n.isdigit() else 0) <= self.max_body else self._too_large
         self.metrics.inflight.inc()
-        try: await app(scope, receive, send_)
+        try:
+            if _has_body(scope["headers"]): receive = await self._buffered(receive, scope["headers"])
+            await self.app(scope, receive, send_)
+        except _Refused as e:
+            await error_response(e.status, e.message, headers={"connection": "close"})(scope, receive, send_)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope["method"], scope["path"], extra={"event": "error"})
+            if not status[0]: await error_response(500, "internal error; the request id is in the server log")(scope, receive, send_)
         finally:
-            dt = time.perf_counter() - t
-            route = getattr(scope.get("route"), "path", "unmatched")
             self.metrics.inflight.dec()
-            key = (route, scope["method"], status[0])
-            c = self._children.get(key)
-            if c is None:                                      # `labels()` validates and locks on every call: look up once
-                c = self._children[key] = (self.metrics.requests.labels(route, key[1], str(key[2])), self.metrics.latency.labels(route))
-            c[0].inc(); c[1].observe(dt)
-            if self.access_log: log.info("%s %s %d %.1f ms", scope["method"], scope["path"], status[0], dt * 1e3,
-                                         extra={"event": "access"})
+            self._observe(scope, status[0] or 500, time.perf_counter() - t)
             request_id.reset(token)
 
-    async def _too_large(self, scope, receive, send):
-        await JSONResponse({"detail": f"request body over {self.max_body} bytes"}, status_code=413)(scope, receive, send)
+    async def _buffered(self, receive, headers):
+        "The whole body read within the limits (size on the stream, chunked included; time), replayed to the app."
+        n = next((v for k, v in headers if k == b"content-length"), b"")
+        if n.isdigit() and int(n) > self.max_body: raise _Refused(413, f"request body over {self.max_body} bytes")
+        chunks, size, more = [], 0, True
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                while more:
+                    msg = await receive()
+                    if msg["type"] != "http.request": return receive   # the client left: let the app see it
+                    size += len(msg.get("body", b"")); more = msg.get("more_body", False)
+                    if size > self.max_body: raise _Refused(413, f"request body over {self.max_body} bytes")
+                    chunks.append(msg.get("body", b""))
+        except TimeoutError:
+            raise _Refused(408, f"request body not received within {self.body_timeout:g} s") from None
+        body, done = b"".join(chunks), [False]
+        async def replay():
+            if done[0]: return await receive()
+            done[0] = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return replay
+
+    def _observe(self, scope, status: int, dt: float):
+        route = route_label(scope)
+        key = (route, scope["method"], status)
+        c = self._children.get(key)
+        if c is None:                                          # `labels()` validates and locks on every call: look up once
+            c = self._children[key] = (self.metrics.requests.labels(route, key[1], str(status)),
+                                       self.metrics.latency.labels(route, f"{status // 100}xx"))
+        c[0].inc(); c[1].observe(dt)
+        if self.access_log: log.info("%s %s %d %.1f ms", scope["method"], scope["path"], status, dt * 1e3, extra={"event": "access"})
 
 # %% ../../nbs/70_serve.app.ipynb #e0ebd34d
 def _load_search(app: FastAPI, s: Settings):
@@ -170,6 +235,7 @@ def _mount_search(app: FastAPI, s: Settings, force: bool = False) -> bool:
 def exposure_logging(s: Settings):
     "The `(layer, ExposureLogger)` pair the settings ask for, or None when exposures are not logged."
     if not (s.experiment and s.exposure_log): return None
+    require_extra("experiment", "pyarrow", "pandas", what="exposure logging (MUSICML_SERVE_EXPOSURE_LOG)")
     from musicml.experiment.assign import Experiment, Layer
     from musicml.experiment.events import EventWriter, ExposureLogger
     name, _, spec = s.experiment.partition(":")
@@ -187,8 +253,24 @@ def settle_heap() -> int:
     return gc.get_freeze_count()
 
 # %% ../../nbs/70_serve.app.ipynb #c25637b8
+_ADMIN = {403: {"model": ErrorV1, "description": "missing or wrong X-Admin-Token"}}
+_RELOAD = {**_ADMIN, 404: {"model": ErrorV1, "description": "no such version"},
+           409: {"model": ErrorV1, "description": "refused: failed verification, loading or the sense check; the old bundle serves"}}
+
+def _admin(request: Request, token: str | None):
+    want = request.app.state.settings.admin_token
+    if want and not hmac.compare_digest((token or "").encode("utf-8", "replace"), want.encode()):
+        raise HTTPException(403, "missing or wrong X-Admin-Token")
+
+def _answer(st, res: dict):
+    "A registry result as a response: 200 swapped/unchanged, 404 unknown version, 409 refused."
+    if st.registry.current is not None: st.metrics.ready.set(1)
+    if res["status"] == "not_found": return error_response(404, res["detail"], code="unknown_version")
+    if res["status"] == "refused": return error_response(409, res["detail"], code="reload_refused")
+    return res
+
 def probe_router() -> APIRouter:
-    "The probes, `/metrics` and `/admin/reload` of an app whose `state` `create_app` has set."
+    "The probes, `/metrics` and the admin endpoints of an app whose `state` `create_app` has set."
     r = APIRouter()
 
     @r.get("/healthz", tags=["probes"])
@@ -196,16 +278,15 @@ def probe_router() -> APIRouter:
         "Liveness: the process serves HTTP."
         return {"status": "ok"}
 
-    @r.get("/readyz", tags=["probes"], responses={503: {"description": "models not loaded yet"}})
+    @r.get("/readyz", tags=["probes"], responses={503: {"model": ErrorV1, "description": "models not loaded yet"}})
     async def readyz(request: Request):
         "Readiness: a verified model bundle is loaded and warmed."
         st = request.app.state; s, b, mdir = st.settings, st.registry.current, st.metrics_dir
-        if b is None: return JSONResponse({"status": "loading", "detail": f"no model bundle loaded from {s.models}"}, status_code=503)
+        if b is None: return error_response(503, f"no model bundle loaded from {s.models}", code="not_ready")
         if mdir is not None:                                  # several processes: ready when every one of them is
             n = sum(v == 1 for v in ready_processes(mdir).values())
             if n < s.processes:
-                return JSONResponse({"status": "loading", "detail": f"{n} of {s.processes} service processes have loaded their models"},
-                                    status_code=503)
+                return error_response(503, f"{n} of {s.processes} service processes have loaded their models", code="not_ready")
         return {"status": "ready", "model_version": b.version, "models": b.stage_versions,
                 "search": None if not st.search_on else ("ready" if st.searcher is not None else st.search_error or "loading"),
                 "search_docs": None if st.searcher is None else len(st.searcher)}
@@ -216,22 +297,32 @@ def probe_router() -> APIRouter:
         st = request.app.state                                # with several processes: all of them
         return Response(exposition(st.metrics, st.metrics_dir), media_type=CONTENT_TYPE_LATEST)
 
-    @r.post("/admin/reload", tags=["admin"], responses={403: {"description": "bad admin token"}})
-    async def reload(request: Request, x_admin_token: str | None = Header(None), force: bool = False) -> dict:
-        "Load the newest model version now; the old one keeps serving if the new one is refused."
-        st = request.app.state
-        if st.settings.admin_token and not hmac.compare_digest(x_admin_token or "", st.settings.admin_token):
-            raise HTTPException(403, "missing or wrong X-Admin-Token")
-        res = await asyncio.to_thread(st.registry.reload, force)
-        if st.registry.current is not None: st.metrics.ready.set(1)
-        return res
+    @r.post("/admin/reload", tags=["admin"], responses=_RELOAD)
+    async def reload(request: Request, x_admin_token: str | None = Header(None), force: bool = False,
+                     version: str | None = Query(None, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")) -> dict:
+        "Serve `version` and pin it (every process follows), or without it unpin and serve the newest that loads."
+        _admin(request, x_admin_token); st = request.app.state
+        return _answer(st, await asyncio.to_thread(st.registry.reload, force, version, version is None))
+
+    @r.post("/admin/rollback", tags=["admin"], responses=_RELOAD)
+    async def rollback(request: Request, x_admin_token: str | None = Header(None)) -> dict:
+        "Serve and pin the newest version older than the serving one that loads."
+        _admin(request, x_admin_token); st = request.app.state
+        return _answer(st, await asyncio.to_thread(st.registry.rollback))
+
+    @r.get("/admin/versions", tags=["admin"], responses=_ADMIN)
+    async def versions(request: Request, x_admin_token: str | None = Header(None)) -> dict:
+        "Every version in the models directory: serving, refused (and why) or available; and which is pinned."
+        _admin(request, x_admin_token); st = request.app.state
+        return {"serving": st.registry.current.version if st.registry.current else None, "pinned": st.registry.pinned(),
+                "versions": await asyncio.to_thread(st.registry.status)}
     return r
 
 # %% ../../nbs/70_serve.app.ipynb #81cfa723
 def create_app(settings: Settings | None = None,  # default: `Settings()` from the environment
                searcher=None,                     # a ready `search.hybrid.Searcher`: /v1/search without loading an index
               ) -> FastAPI:
-    "The service: /v1/recommendations, /v1/rank, /v1/artists/{id}/similar, /v1/search (by a setting), probes, /metrics, /admin/reload."
+    "The service: /v1/recommendations, /v1/rank, /v1/artists/{id}/similar, /v1/search (by a setting), probes, /metrics, /admin/*."
     s = settings or Settings()
     mdir = multiprocess_dir() if s.processes > 1 else None    # one of several processes: metrics and readiness are shared
     if s.processes > 1 and mdir is None:
@@ -283,14 +374,42 @@ def create_app(settings: Settings | None = None,  # default: `Settings()` from t
     app.include_router(recs_router)
     app.state.search_mounted = _mount_search(app, s, force=searcher is not None)
     app.include_router(probe_router())
-    app.add_middleware(ObserveMiddleware, metrics=metrics, access_log=s.access_log)
+    app.add_middleware(ObserveMiddleware, metrics=metrics, access_log=s.access_log, max_body_bytes=s.max_body_bytes,
+                       body_timeout_s=s.body_timeout_s)
+    return errors.install(app)                                # one error shape for every 4xx/5xx (the middleware: 500s)
 
-    @app.exception_handler(Exception)
-    async def _unhandled(request: Request, exc: Exception):
-        log.exception("unhandled error on %s", request.url.path)
-        return JSONResponse({"detail": "internal error", "request_id": request_id.get()}, status_code=500)
+# %% ../../nbs/70_serve.app.ipynb #79ede821
+HEADER_TIMEOUT_ENV = "MUSICML_SERVE_HEADER_TIMEOUT_S"
 
-    return app
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:                                        # uvicorn's `[standard]` parser missing: `http_protocol()` says "auto"
+    HttpToolsProtocol = None
+
+if HttpToolsProtocol is not None:
+    class TimedHttpProtocol(HttpToolsProtocol):
+        "uvicorn's httptools protocol that closes a connection whose request line and headers do not arrive within the header timeout."
+        # uvicorn times out idle keep-alive connections only after a response: a client that connects and sends nothing,
+        # or sends its headers a byte at a time, holds a connection (and a file descriptor) forever without this
+        def connection_made(self, transport):
+            super().connection_made(transport); self._arm_header_timer()
+        def _arm_header_timer(self):
+            self._header_timer = self.loop.call_later(float(os.environ.get(HEADER_TIMEOUT_ENV, "10")), self._header_timeout)
+        def _header_timeout(self):
+            if not self.transport.is_closing():
+                log.warning("closed a connection that sent no complete request headers in time", extra={"event": "header_timeout"})
+                self.transport.close()
+        def on_headers_complete(self):
+            self._header_timer.cancel(); super().on_headers_complete()
+        def on_response_complete(self):
+            super().on_response_complete()
+            if not self.transport.is_closing(): self._header_timer.cancel(); self._arm_header_timer()   # the next request's
+        def connection_lost(self, exc):
+            self._header_timer.cancel(); super().connection_lost(exc)
+
+def http_protocol() -> str:
+    "uvicorn's `http=` setting for the service: the header-timeout protocol when httptools is installed."
+    return "musicml.serve.app:TimedHttpProtocol" if HttpToolsProtocol is not None else "auto"
 
 # %% ../../nbs/70_serve.app.ipynb #47444053
 def openapi_document() -> dict:

@@ -13,6 +13,7 @@ import shutil
 import sys
 import tempfile
 
+from ..core import MissingExtra, require_extra
 from .metrics import MULTIPROC_ENV, json_logging
 
 # %% auto #0
@@ -22,7 +23,7 @@ __all__ = ['serve_cmd', 'build_cmd', 'add_parser', 'main']
 def serve_cmd(args) -> int:
     "Run the ranking service (blocks until interrupted)."
     import uvicorn
-    from musicml.serve.app import Settings, create_app
+    from musicml.serve.app import HEADER_TIMEOUT_ENV, Settings, create_app, http_protocol
     over = {k: v for k, v in dict(models=args.models, host=args.host, port=args.port, max_batch=args.max_batch,
                                   max_wait_ms=args.max_wait_ms, reload_interval_s=args.reload_interval).items() if v is not None}
     if args.no_batching: over["batching"] = False
@@ -31,10 +32,14 @@ def serve_cmd(args) -> int:
     if s.processes < 1:
         print(f"musicml serve: --processes must be at least 1, got {s.processes}", file=sys.stderr); return 2
     json_logging(s.log_level)
+    if s.experiment and s.exposure_log:                        # fail at start, with the pip line, not in every worker
+        try: require_extra("experiment", "pyarrow", "pandas", what="exposure logging (MUSICML_SERVE_EXPOSURE_LOG)")
+        except MissingExtra as e: print(f"musicml serve: {e}", file=sys.stderr); return 2
     # no X-Forwarded-* rewriting (the service binds a private address; the front proxy owns those headers), no Server/Date
     # headers: three fewer steps per request
     opts = dict(host=s.host, port=s.port, log_config=None, access_log=False, log_level="warning", proxy_headers=False,
-                server_header=False, date_header=False)
+                server_header=False, date_header=False, http=http_protocol(), timeout_keep_alive=s.keepalive_timeout_s)
+    os.environ[HEADER_TIMEOUT_ENV] = str(s.header_timeout_s)   # read by the connection protocol (in every worker process)
     if s.processes == 1:
         uvicorn.run(create_app(s), **opts); return 0
     # several processes (uvicorn workers on one socket): each builds the app from the environment, so the flags go there,

@@ -17,14 +17,19 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 # %% auto #0
-__all__ = ['LATENCY_BUCKETS', 'BATCH_BUCKETS', 'MULTIPROC_ENV', 'request_id', 'multiprocess_dir', 'ServeMetrics', 'exposition',
-           'ready_processes', 'JsonFormatter', 'json_logging']
+__all__ = ['LATENCY_BUCKETS', 'BATCH_BUCKETS', 'MULTIPROC_ENV', 'KNOWN_LABELS', 'request_id', 'SERVER_LOGGERS',
+           'multiprocess_dir', 'ServeMetrics', 'exposition', 'ready_processes', 'JsonFormatter', 'json_logging']
 
 # %% ../../nbs/71_serve.metrics.ipynb #79b9b26e
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+KNOWN_LABELS = {                                  # counter -> the label values it can take, exported at 0 before the first event
+    "load_failures": [("invalid",), ("sense",), ("error",)],
+    "reloads": [("swapped",), ("refused",)],
+    "fallbacks": [(s, r) for s in ("retrieve", "rank") for r in ("timeout", "error")] + [("postprocess", "error")],
+    "responses": [("personalized",), ("cold_start",), ("fallback",), ("degraded",)]}
 
 def multiprocess_dir() -> Path | None:
     "The shared metrics directory when the service runs as several processes (`PROMETHEUS_MULTIPROC_DIR`), else None."
@@ -36,7 +41,8 @@ class ServeMetrics:
     def __init__(self):
         r = self.registry = CollectorRegistry()
         self.requests = Counter("musicml_requests", "HTTP requests by route and status", ["route", "method", "status"], registry=r)
-        self.latency = Histogram("musicml_request_duration_seconds", "HTTP request latency", ["route"], buckets=LATENCY_BUCKETS, registry=r)
+        self.latency = Histogram("musicml_request_duration_seconds", "HTTP request latency by route and status class (2xx, 4xx, 5xx)",
+                                 ["route", "status"], buckets=LATENCY_BUCKETS, registry=r)
         self.inflight = Gauge("musicml_inflight_requests", "Requests being served", registry=r, multiprocess_mode="livesum")
         self.stage = Histogram("musicml_stage_duration_seconds", "Time per pipeline stage (as seen by the request)", ["stage"],
                                buckets=LATENCY_BUCKETS, registry=r)
@@ -58,6 +64,8 @@ class ServeMetrics:
         self.search_seconds = Histogram("musicml_search_duration_seconds", "Search time inside the route", ["mode"],
                                         buckets=LATENCY_BUCKETS, registry=r)   # used by the mounted search router
         self._served = None                                              # (version, stages) labels of the served bundle
+        for labels, values in KNOWN_LABELS.items():                       # every known series exists from the start at 0,
+            for v in values: getattr(self, labels).labels(*v)            # so `increase()` sees the first event
 
     def set_model(self, version: str, stages: list[str], created: float):
         "Point the model gauges at a newly served bundle."
@@ -106,11 +114,17 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info: d["exc"] = self.formatException(record.exc_info)
         return json.dumps(d, default=str)
 
+SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")   # the server's own lines (and its tracebacks) as JSON too
+
 def json_logging(level: str = "INFO"  # root level of the `musicml` logger
                 ) -> logging.Logger:
-    "Make the `musicml` logger write JSON lines to stderr (replacing its handlers)."
-    log = logging.getLogger("musicml")
-    for h in list(log.handlers): log.removeHandler(h)
-    h = logging.StreamHandler(); h.setFormatter(JsonFormatter()); log.addHandler(h)
-    log.setLevel(level.upper()); log.propagate = False
-    return log
+    "Make the `musicml` logger and uvicorn's loggers write JSON lines to stderr (replacing their handlers)."
+    h = logging.StreamHandler(); h.setFormatter(JsonFormatter())
+    for name in ("musicml", *SERVER_LOGGERS):
+        lg = logging.getLogger(name)
+        for old in list(lg.handlers): lg.removeHandler(old)
+        lg.propagate = False
+        if name == "musicml": lg.addHandler(h); lg.setLevel(level.upper())
+        elif name == "uvicorn": lg.addHandler(h); lg.setLevel("WARNING")   # its children reach it: one handler, one line
+        else: lg.propagate = True
+    return logging.getLogger("musicml")

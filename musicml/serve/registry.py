@@ -7,6 +7,7 @@ Docs: https://musicml.github.io/musicml/serve.registry.html.md"""
 # %% ../../nbs/73_serve.registry.ipynb #a148f9d9
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import threading
@@ -27,7 +28,9 @@ from .stages import STAGES, BlendRanker, tag_vectors
 log = get_logger("musicml.serve.registry")
 
 # %% auto #0
-__all__ = ['log', 'FORMAT', 'verify_artifact', 'check_roles', 'write_bundle', 'Bundle', 'load_bundle', 'ModelRegistry']
+__all__ = ['log', 'FORMAT', 'GOLDEN', 'PIN_FILE', 'verify_artifact', 'array_shapes', 'check_roles', 'write_bundle', 'Bundle',
+           'load_bundle', 'SenseError', 'check_arrays', 'check_catalog', 'probe', 'sense_check', 'ModelRegistry',
+           'load_latest', 'reload', 'rollback', 'status']
 
 # %% ../../nbs/73_serve.registry.ipynb #a250935d
 FORMAT = "musicml-serving-bundle/1"
@@ -39,6 +42,10 @@ def verify_artifact(d: Path) -> dict:
     return m
 
 # %% ../../nbs/73_serve.registry.ipynb #fe9695ea
+def array_shapes(arrays: dict) -> dict:
+    "{name: shape} of a stage's arrays (recorded in the manifest, checked at load)."
+    return {k: [int(n) for n in getattr(v, "shape", np.shape(v))] for k, v in arrays.items()}
+
 def _write_stage(tmp: Path, name: str, stage, role: str, export: bool = True) -> dict:
     if stage.kind not in STAGES: raise ValueError(f"stage {name!r} has unknown kind {stage.kind!r}; register it in STAGES")
     arrays, config = stage.state()
@@ -46,7 +53,7 @@ def _write_stage(tmp: Path, name: str, stage, role: str, export: bool = True) ->
     if file: save_arrays(tmp / file, **arrays)
     if export and hasattr(stage, "export_runtime"):             # trained networks: an ONNX graph next to the weights
         config = {**config, **stage.export_runtime(tmp, name)}
-    return {"kind": stage.kind, "role": role, "file": file, "config": config}
+    return {"kind": stage.kind, "role": role, "file": file, "config": config, "shapes": array_shapes(arrays)}
 
 def check_roles(roles: dict):
     "Refuse stage roles other than retriever/feature, and a bundle without a retriever."
@@ -84,9 +91,12 @@ def write_bundle(train: Interactions,        # training interactions (weights = 
     missing = [s for s in getattr(ranker, "needs", ()) if s not in written]
     if missing: raise ValueError(f"the ranker needs stages {missing}, which the bundle does not have")
     written["ranker"] = _write_stage(tmp, "ranker", ranker, "ranker", export)
-    write_manifest(tmp, **{"format": FORMAT, "name": "musicml-recommendations", "version": version, "created": now.isoformat(),
-                           "created_ts": now.timestamp(), "stages": written, "data": data or {},
-                           "n_users": int(train.n_users), "n_items": int(train.n_items)})
+    meta = {"format": FORMAT, "name": "musicml-recommendations", "version": version, "created": now.isoformat(),
+            "created_ts": now.timestamp(), "stages": written, "data": data or {},
+            "n_users": int(train.n_users), "n_items": int(train.n_items), "golden": GOLDEN}
+    write_manifest(tmp, **meta)
+    save_arrays(tmp / GOLDEN, **probe(load_bundle(tmp, sense=False)))   # what loading must reproduce (`sense_check`)
+    write_manifest(tmp, **meta)
     os.rename(tmp, out / version)
     return out / version
 
@@ -126,14 +136,19 @@ class Bundle:
         return self._versions
     def __repr__(self): return f"Bundle({self.version}, {self.seen.shape[0]} users x {len(self.item_ids)} items, {list(self.retrievers)})"
 
-def load_bundle(d: Path) -> Bundle:
-    "Verify `d` against its manifest, then load its arrays (no pickle) into a `Bundle`."
+# %% ../../nbs/73_serve.registry.ipynb #824044ff
+def load_bundle(d: Path,
+                sense: bool = True,  # run `sense_check` (finite weights, shapes, the golden probe) before returning
+               ) -> Bundle:
+    "Verify `d` against its manifest, then load its arrays (no pickle) into a `Bundle` that passed the sense check."
     m = verify_artifact(d); d = Path(d)
     cat = load_arrays(d / "catalog.npz")
+    check_catalog(d, m, cat)
     stages, features, ranker = {}, {}, None
     for name, s in m["stages"].items():
         if s["kind"] not in STAGES: raise ArtifactError(f"{d}: stage {name!r} has unknown kind {s['kind']!r}")
         arrays = load_arrays(d / s["file"]) if s.get("file") else {}
+        if s.get("file"): check_arrays(d / s["file"], name, arrays, s.get("shapes"))
         try: obj = STAGES[s["kind"]].from_state(arrays, s["config"])
         except (KeyError, TypeError, ValueError) as e: raise ArtifactError(f"{d}: stage {name!r} cannot load: {e!r}") from None
         if hasattr(obj, "attach"): obj.attach(d)                 # its ONNX graph, checked against the weights
@@ -144,25 +159,115 @@ def load_bundle(d: Path) -> Bundle:
     if not stages: raise ArtifactError(f"{d}: manifest has no retriever stage")
     missing = [s for s in getattr(ranker, "needs", ()) if s not in stages and s not in features]
     if missing: raise ArtifactError(f"{d}: the ranker needs stages {missing}, which the manifest does not list")
-    return Bundle(d, m, cat["item_ids"], cat["user_ids"], cat["seen"], cat["popularity"], stages, ranker,
-                  cat.get("names"), cat.get("tag_vecs"), features)
+    b = Bundle(d, m, cat["item_ids"], cat["user_ids"], cat["seen"], cat["popularity"], stages, ranker,
+               cat.get("names"), cat.get("tag_vecs"), features)
+    if sense: sense_check(b)
+    return b
+
+# %% ../../nbs/73_serve.registry.ipynb #9934b363
+GOLDEN = "golden.npz"     # probe scores stored at build time
+
+class SenseError(ArtifactError):
+    "A bundle whose files verify but whose contents make no sense (non-finite weights, wrong shapes, scores not reproduced)."
+
+def check_arrays(path: Path, stage: str, arrays: dict, shapes: dict | None = None):
+    "Refuse non-finite floating-point values, and shapes other than the manifest recorded (when it did)."
+    for k, v in arrays.items():
+        x = v.data if sp.issparse(v) else np.asarray(v)
+        if x.dtype.kind == "f" and not np.isfinite(x).all():
+            raise SenseError(f"{path}: stage {stage!r}: array {k!r} holds {int((~np.isfinite(x)).sum())} non-finite values "
+                             f"(NaN or infinity) of {x.size}")
+        want = (shapes or {}).get(k)
+        if want is not None and list(getattr(v, "shape", np.shape(v))) != list(want):
+            raise SenseError(f"{path}: stage {stage!r}: array {k!r} has shape {tuple(v.shape)}, the manifest says {tuple(want)}")
+    if shapes and (gone := sorted(set(shapes) - set(arrays))): raise SenseError(f"{path}: stage {stage!r}: arrays {gone} missing")
+
+def check_catalog(d: Path, m: dict, cat: dict):
+    "The catalogue's arrays against the manifest's user and item counts."
+    nu, ni = m.get("n_users"), m.get("n_items")
+    want = {"item_ids": (ni,), "user_ids": (nu,), "seen": (nu, ni), "popularity": (ni,), "names": (ni,), "tag_vecs": (ni, None)}
+    for k, shape in want.items():
+        if k not in cat or None in (nu, ni): continue
+        got = tuple(getattr(cat[k], "shape", ()))
+        if len(got) != len(shape) or any(w is not None and g != w for g, w in zip(got, shape)):
+            raise SenseError(f"{d / 'catalog.npz'}: stage 'catalog': array {k!r} has shape {got}, expected {shape} "
+                             f"(n_users={nu}, n_items={ni} in manifest.json)")
+    check_arrays(d / "catalog.npz", "catalog", cat)
+
+# %% ../../nbs/73_serve.registry.ipynb #7c5b11ca
+def probe(b: Bundle, n_users: int = 7, n_items: int = 32) -> dict:
+    "{stage: scores [n_users + 1, n_items]} of a fixed probe by every stage and the ranker."
+    # the probe: the users with the longest histories, and one cold history of the three most popular artists,
+    # each scoring the most popular artists
+    n_items = min(n_items, len(b.item_ids))
+    users = np.argsort(-np.diff(b.seen.indptr), kind="stable")[:n_users].astype(np.int64)
+    cold = sp.csr_matrix((np.ones(3, np.float32), (np.zeros(3, int), b.pop_order[:3])), shape=(1, len(b.item_ids)))
+    hist, users = sp.vstack([b.seen[users], cold]).tocsr().astype(np.float32), np.append(users, -1)
+    items = np.ascontiguousarray(np.broadcast_to(b.pop_order[:n_items], (len(users), n_items)), np.int32)
+    out = {}
+    for name, st in b.stages.items():
+        out[name] = _named(b, name, lambda: st.score_items(hist, users, items))
+    out["ranker"] = _named(b, "ranker", lambda: b.ranker.rank(b.stages, b.popularity, hist, users, items))
+    return {k: np.asarray(v, np.float32) for k, v in out.items()}
+
+def _where(b: Bundle, name: str) -> str:
+    s = b.manifest["stages"].get(name, {})
+    return f"{b.path / s['file'] if s.get('file') else b.path}: stage {name!r} ({s.get('kind', '?')})"
+
+def _named(b: Bundle, name: str, f):
+    try: return f()
+    except Exception as e: raise SenseError(f"{_where(b, name)}: fails on the probe request: {type(e).__name__}: {e}") from None
+
+def sense_check(b: Bundle, rtol: float = 1e-3, atol: float = 1e-4):
+    "Refuse a bundle whose probe scores are not finite, are constant (ranker, retrievers), or differ from the stored ones."
+    got, gold = probe(b), b.path / GOLDEN
+    for name, s in got.items():
+        if not np.isfinite(s).all(): raise SenseError(f"{_where(b, name)}: scores of the probe request are not finite")
+        if (name == "ranker" or name in b.retrievers) and np.ptp(s) == 0:
+            raise SenseError(f"{_where(b, name)}: scores of the probe request are all {float(s.flat[0])} (a broken model)")
+    if not gold.is_file():
+        log.warning("%s has no %s (built before the golden probe): finite and shape checks only", b.path, GOLDEN); return
+    want = load_arrays(gold)
+    for name, s in got.items():
+        w = want.get(name)
+        if w is None or w.shape != s.shape: raise SenseError(f"{gold}: no stored probe scores of shape {s.shape} for stage {name!r}")
+        tol = atol * max(1.0, float(np.abs(w).max()))
+        if not np.allclose(s, w, rtol=rtol, atol=tol):
+            raise SenseError(f"{_where(b, name)}: does not reproduce the probe scores stored at build time in {gold.name} "
+                             f"(max abs diff {float(np.abs(s - w).max()):.3g}, tolerance {tol:.3g} + {rtol:g} x |score|)")
 
 # %% ../../nbs/73_serve.registry.ipynb #6111d181
+PIN_FILE = "PINNED"       # in a models directory: {"version": ...}, the version every process serves until unpinned
+
 class ModelRegistry:
-    "The serving bundle of a models directory, with verified, atomic hot reload."
+    "The serving bundle of a models directory: verified, atomic hot reload, pinning and rollback; never a refused version."
     def __init__(self, root: Path,      # models directory (version sub-directories, or one version itself)
                  metrics=None,          # a `ServeMetrics` to update
                  warm=None,             # called with a new `Bundle` before it is swapped in
                 ):
         self.root, self.metrics, self.warm = Path(root), metrics, warm
         self.current: Bundle | None = None
-        self._lock, self._refused = threading.Lock(), {}
+        self._lock, self._refused = threading.RLock(), {}    # path -> (manifest fingerprint, reason)
 
     def versions(self) -> list[Path]:
         "Version directories, newest last."
         if (self.root / "manifest.json").is_file(): return [self.root]
         if not self.root.is_dir(): return []
         return sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    def pinned(self) -> str | None:
+        "The version named in the models directory's pin file, if any."
+        try: return json.loads((self.root / PIN_FILE).read_text())["version"]
+        except FileNotFoundError: return None
+        except (ValueError, KeyError, TypeError) as e:
+            log.error("%s is unreadable (%s); following the newest version", self.root / PIN_FILE, e); return None
+
+    def _pin(self, version: str | None):
+        p = self.root / PIN_FILE
+        if version is None: p.unlink(missing_ok=True); return
+        tmp = self.root / f".{PIN_FILE}.tmp"
+        tmp.write_text(json.dumps({"version": version, "pinned_at": datetime.now(timezone.utc).isoformat()}))
+        os.replace(tmp, p)                                   # atomic: every process reads the old pin or the new one
 
     def _fingerprint(self, d: Path):
         mp = d / "manifest.json"
@@ -174,11 +279,12 @@ class ModelRegistry:
             b = load_bundle(d)
             if self.warm is not None: self.warm(b)
         except Exception as e:
-            reason = "invalid" if isinstance(e, ArtifactError) else "error"
+            reason = "sense" if isinstance(e, SenseError) else "invalid" if isinstance(e, ArtifactError) else "error"
             log.error("refused model artifact %s: %s", d, e, extra={"event": "model_refused", "path": str(d), "reason": reason})
             if self.metrics: self.metrics.load_failures.labels(reason).inc()
-            self._refused[d] = self._fingerprint(d)
+            self._refused[d] = (self._fingerprint(d), f"{reason}: {e}")
             return None
+        self._refused.pop(d, None)
         log.info("loaded model %s from %s in %.2f s", b.version, d, time.perf_counter() - t,
                  extra={"event": "model_loaded", "version": b.version})
         return b
@@ -187,31 +293,81 @@ class ModelRegistry:
         self.current = b                                     # atomic reference swap
         if self.metrics: self.metrics.set_model(b.version, list(b.manifest["stages"]), b.manifest["created_ts"])
 
-    def load_latest(self) -> Bundle | None:
-        "Load the newest version that verifies (older ones are tried when newer ones are refused)."
-        with self._lock:
-            for d in reversed(self.versions()):
-                b = self._try(d)
-                if b is not None: self._swap(b); return b
-            log.error("no loadable model version in %s", self.root, extra={"event": "no_model"})
-            return None
+# %% ../../nbs/73_serve.registry.ipynb #778ee500
+def _select(self: ModelRegistry, candidates: list[Path], force: bool = False) -> dict:
+    "Serve the first of `candidates` that loads (stopping at the serving one); never a refused one."
+    refused = []
+    for d in candidates:
+        if self.current is not None and self.current.path == d:
+            if refused: return self._result("refused", _detail(refused, f"still serving {d.name}"), refused)
+            return self._result("unchanged", f"already serving {d.name}")
+        was = self._refused.get(d)
+        if was is not None and not force and was[0] == self._fingerprint(d): continue   # refused before, unchanged since
+        b = self._try(d)
+        if b is None: refused.append(d.name); continue
+        self._swap(b)
+        return self._result("swapped", _detail(refused, f"now serving {b.version}"), refused)
+    if not candidates: return self._result("refused", f"no versions in {self.root}")
+    now = self.current.version if self.current else "nothing"
+    if not refused:                                          # every candidate was refused before and has not changed
+        return self._result("unchanged", f"{', '.join(d.name for d in candidates)} refused before and unchanged; still serving {now}")
+    return self._result("refused", _detail(refused, f"no loadable version; still serving {now}"), refused)
 
-    def reload(self, force: bool = False  # retry a version refused before even if unchanged
-              ) -> dict:
-        "Swap in the newest version if it differs from the serving one; never drops the serving bundle on failure."
-        with self._lock:
-            vs = self.versions()
-            if not vs: return self._result("refused", f"no versions in {self.root}")
-            d = vs[-1]
-            if self.current is not None and self.current.path == d: return self._result("unchanged", "already serving")
-            if not force and d in self._refused and self._refused[d] == self._fingerprint(d):
-                return self._result("unchanged", f"{d.name} was refused before and has not changed")
-            b = self._try(d)
-            if b is None: return self._result("refused", f"{d.name} failed verification or loading; still serving "
-                                                          f"{self.current.version if self.current else 'nothing'}")
-            self._swap(b)
-            return self._result("swapped", f"now serving {b.version}")
+def _detail(refused: list, msg: str) -> str:
+    return f"refused {', '.join(refused)}; {msg}" if refused else msg
 
-    def _result(self, status: str, detail: str) -> dict:
-        if self.metrics and status != "unchanged": self.metrics.reloads.labels(status).inc()
-        return {"status": status, "detail": detail, "version": self.current.version if self.current else None}
+def load_latest(self: ModelRegistry) -> Bundle | None:
+    "Load the pinned version, else the newest that verifies (older ones are tried when newer ones are refused)."
+    with self._lock:
+        self._quiet = True                                    # the first load is not a hot reload: not counted as one
+        try: r = self.reload(force=True)
+        finally: self._quiet = False
+        if self.current is None: log.error("no loadable model version in %s: %s", self.root, r["detail"], extra={"event": "no_model"})
+        return self.current
+
+def reload(self: ModelRegistry,
+           force: bool = False,        # retry versions refused before even if unchanged
+           version: str | None = None, # serve this version and pin it (every process follows the pin file)
+           unpin: bool = False,        # drop the pin first and follow the newest version again
+          ) -> dict:
+    "Swap in the named, pinned or newest loadable version; the serving bundle stays when nothing better loads."
+    with self._lock:
+        vs = self.versions()
+        if unpin and self.root.is_dir(): self._pin(None)
+        target = version or self.pinned()
+        if target is None: return self._select(list(reversed(vs)), force)
+        d = next((v for v in vs if v.name == target), None)
+        if d is None: return self._result("not_found", f"no version {target!r} in {self.root}")
+        r = self._select([d], force or version is not None)
+        if version is not None and r["status"] != "refused": self._pin(version)
+        return r
+
+# %% ../../nbs/73_serve.registry.ipynb #deed76f7
+def rollback(self: ModelRegistry) -> dict:
+    "Serve and pin the newest version older than the serving one that loads (a refused one is never chosen)."
+    with self._lock:
+        if self.current is None: return self._result("refused", "nothing is serving: nothing to roll back from")
+        older = [d for d in reversed(self.versions()) if d.name < self.current.path.name]
+        r = self._select(older, force=False) if older else self._result("refused", f"no version older than {self.current.version}")
+        if r["status"] == "swapped": self._pin(self.current.path.name)
+        return r
+
+def status(self: ModelRegistry) -> list[dict]:
+    "Every version directory with its state: serving, pinned, refused (and why), or available."
+    with self._lock:
+        pin, out = self.pinned(), []
+        for d in self.versions():
+            was = self._refused.get(d)
+            refused = was[1] if was is not None and was[0] == self._fingerprint(d) else None
+            state = "serving" if self.current is not None and self.current.path == d else "refused" if refused else "available"
+            out.append({"version": d.name, "state": state, "pinned": d.name == pin, "reason": refused})
+        return out
+
+def _result(self: ModelRegistry, status: str, detail: str, refused: list | None = None) -> dict:
+    if self.metrics and status in ("swapped", "refused", "not_found") and not getattr(self, "_quiet", False):
+        self.metrics.reloads.labels("swapped" if status == "swapped" else "refused").inc()
+    return {"status": status, "detail": detail, "version": self.current.version if self.current else None,
+            "refused": list(refused or [])}
+
+ModelRegistry._select, ModelRegistry.load_latest, ModelRegistry.reload = _select, load_latest, reload
+ModelRegistry.rollback, ModelRegistry.status, ModelRegistry._result = rollback, status, _result
