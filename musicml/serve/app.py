@@ -355,7 +355,9 @@ def create_app(settings: Settings | None = None,  # default: `Settings()` from t
     async def lifespan(app: FastAPI):
         _limit_threads(s.threads)
         pipeline.start()
-        threading.Thread(target=_initial_load, daemon=True, name="model-loader").start()
+        if mdir is None: threading.Thread(target=_initial_load, daemon=True, name="model-loader").start()
+        else: await asyncio.to_thread(_initial_load)          # one of several processes: take connections only once loaded
+        # (uvicorn accepts after the lifespan has started: a restarted worker would otherwise answer its share with 503s)
         if app.state.search_mounted and app.state.searcher is None:
             app.state.search_loader = threading.Thread(target=_load_search, args=(app, s), daemon=True, name="search-loader")
             app.state.search_loader.start()

@@ -206,7 +206,7 @@ def probe(b: Bundle, n_users: int = 7, n_items: int = 32) -> dict:
     items = np.ascontiguousarray(np.broadcast_to(b.pop_order[:n_items], (len(users), n_items)), np.int32)
     out = {}
     for name, st in b.stages.items():
-        out[name] = _named(b, name, lambda: st.score_items(hist, users, items))
+        out[name] = _named(b, name, lambda st=st: st.score_items(hist, users, items))
     out["ranker"] = _named(b, "ranker", lambda: b.ranker.rank(b.stages, b.popularity, hist, users, items))
     return {k: np.asarray(v, np.float32) for k, v in out.items()}
 
