@@ -20,7 +20,7 @@ import musicml
 
 # %% auto #0
 __all__ = ['ArtifactError', 'read_tensors', 'sha256_file', 'save_weights', 'load_weights', 'save_arrays', 'load_arrays',
-           'write_manifest', 'verify_manifest']
+           'write_manifest', 'verify_manifest', 'read_verified', 'record_files']
 
 # %% ../nbs/01_artifacts.ipynb #64ef1eb7
 class ArtifactError(ValueError):
@@ -144,4 +144,44 @@ def verify_manifest(art_dir, required: tuple = ()) -> dict:
             raise ArtifactError(f"{p}: sha256 differs from manifest.json: truncated or resized to {p.stat().st_size} bytes, "
                                f"manifest.json says {info['bytes']}")
         if sha256_file(p) != info["sha256"]: raise ArtifactError(f"{p}: sha256 differs from manifest.json (sha256 mismatch: tampered or corrupt)")
+    return man
+
+# %% ../nbs/01_artifacts.ipynb #40ea0e89
+def _manifest_entry(p: Path) -> dict:
+    "The `files` entry of `p` in the `manifest.json` of its directory; `ArtifactError` when there is none."
+    mp = p.parent / "manifest.json"
+    if not mp.is_file():
+        raise ArtifactError(f"{p}: no manifest.json beside it, so its sha256 cannot be checked "
+                            "(load files from a directory written with a manifest, e.g. by `musicml optimize`)")
+    try: files = json.loads(mp.read_text()).get("files")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e: raise ArtifactError(f"{mp}: not a valid manifest ({e})") from None
+    info = files.get(p.name) if isinstance(files, dict) else None
+    if not isinstance(info, dict) or not isinstance(info.get("sha256"), str):
+        raise ArtifactError(f"{p}: not listed in {mp}; refusing a file the manifest does not vouch for")
+    return info
+
+def read_verified(path,                     # a file of an artifact directory
+                  sha256: str | None = None,  # expected digest; None: the entry in the manifest.json beside the file
+                  ) -> bytes:
+    "The bytes of `path` after checking their sha256 against `sha256` or the directory's manifest; `ArtifactError` naming the file otherwise."
+    p = Path(path)
+    if not p.is_file(): raise ArtifactError(f"{p}: file not found")
+    want = sha256 or _manifest_entry(p)["sha256"]
+    data = p.read_bytes()
+    if hashlib.sha256(data).hexdigest() != want:
+        where = "the digest recorded when it was written" if sha256 else "manifest.json"
+        raise ArtifactError(f"{p}: sha256 differs from {where} (sha256 mismatch: tampered or corrupt)")
+    return data
+
+def record_files(art_dir, *paths) -> dict:
+    "Add (or update) the sha256 and size of `paths` (files under `art_dir`) in `art_dir/manifest.json`, creating it if needed."
+    d = Path(art_dir); mp = d / "manifest.json"
+    try: man = json.loads(mp.read_text()) if mp.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError): man = {}
+    if not isinstance(man, dict) or not isinstance(man.get("files"), dict):   # unreadable: start again, listing only these
+        man = {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "files": {}}
+    man["musicml_version"] = musicml.__version__
+    for p in map(Path, paths):
+        man["files"][str(p.relative_to(d))] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+    mp.write_text(json.dumps(man, indent=1, default=str))
     return man

@@ -32,7 +32,7 @@ def rk():
 def _check(task, rep, fmt, atol=1e-4):
     assert rep.format == fmt and rep.size_bytes > 0 and len(rep.sha256) == 64
     assert rep.max_abs_err <= atol
-    run = load_runner(rep.path, threads=1)
+    run = load_runner(rep.path, threads=1, trust_native=True)   # exported just before, by this test
     x = task.batch(task.eval_inputs, slice(0, 5))
     np.testing.assert_allclose(run(*x), task.module(*x).detach().numpy(), atol=atol)
     return run
@@ -98,7 +98,7 @@ def test_bad_paths_and_shapes(rk, tmp_path):
         load_runner(tmp_path / "m.tflite")
     with pytest.raises(FileNotFoundError, match="config.json"):
         artifact_task(tmp_path / "no_model")
-    run = load_runner(export_pt2(rk, path=tmp_path / "r.pt2").path)
+    run = load_runner(export_pt2(rk, path=tmp_path / "r.pt2").path, trust_native=True)
     u, it, de = rk.example_inputs
     with pytest.raises(ValueError, match=r"input 'dense' expected shape \['batch', 'cands', 6\] float32, got \[1, 20, 4\]"):
         run(u, it, de[..., :4])

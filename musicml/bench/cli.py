@@ -14,7 +14,7 @@ from pathlib import Path
 from .compare import compare, format_rows, regressions
 
 # %% auto #0
-__all__ = ['add_task_arguments', 'task_from_args', 'inference_cmd', 'compare_cmd', 'add_parser']
+__all__ = ['TRUST_NATIVE_HELP', 'add_task_arguments', 'task_from_args', 'inference_cmd', 'compare_cmd', 'add_parser']
 
 # %% ../../nbs/65_bench.cli.ipynb #6b4623a6
 def _ints(s: str, flag: str) -> list[int]:
@@ -46,15 +46,17 @@ def task_from_args(args):
 # %% ../../nbs/65_bench.cli.ipynb #043fc91b
 def inference_cmd(args) -> int:
     "`musicml bench inference`: benchmark every variant of a target on a model artifact and write the JSON record."
-    from musicml.bench.targets import TargetUnavailable, run_target
+    from musicml.bench.targets import TargetUnavailable, export_variants, run_target
     batch_sizes = _ints(args.batch_sizes, "--batch-sizes")
     only = [x.strip() for x in args.variants.split(",") if x.strip()] if args.variants else None
+    if args.exports:   # a tampered file, or native code without --trust-native, is refused before any model is built
+        export_variants(args.exports, args.target, args.trust_native)
     task = task_from_args(args)
     out = Path(args.out)
     try:
         res = run_target(task, args.target, batch_sizes=batch_sizes, iterations=args.iterations, qps=args.qps,
                          threads=args.threads, workdir=args.workdir or out.parent / (out.stem + "_artifacts"), only=only,
-                         p99_bound_ms=args.p99_bound_ms)
+                         p99_bound_ms=args.p99_bound_ms, exports=args.exports, trust_native=args.trust_native)
     except TargetUnavailable as e:
         from musicml.bench.harness import record
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -76,6 +78,9 @@ def compare_cmd(args) -> int:
     return 1 if bad else 0
 
 # %% ../../nbs/65_bench.cli.ipynb #3e4a5a83
+TRUST_NATIVE_HELP = ("allow --exports files that run code when loaded: this runs code from the artifact (AOTInductor "
+                     "shared libraries, pickled torch.export programs): only for artifacts you built")
+
 def add_parser(bench_subparsers) -> None:
     "Add `inference` and `compare` to the `musicml bench` sub-parsers."
     p = bench_subparsers.add_parser("inference", help="benchmark inference variants of a model on a target")
@@ -88,6 +93,9 @@ def add_parser(bench_subparsers) -> None:
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0 = all cores)")
     p.add_argument("--variants", help="comma-separated variant names (default: all of the target)")
     p.add_argument("--workdir", help="where exported artifacts go (default: next to --out)")
+    p.add_argument("--exports", help="benchmark the files of this export directory (`musicml optimize --out`), checked "
+                                     "against its manifest.json, instead of exporting here; the model must be the one exported")
+    p.add_argument("--trust-native", action="store_true", help=TRUST_NATIVE_HELP)
     p.add_argument("--out", required=True, help="results JSON")
     p.set_defaults(func=inference_cmd)
     c = bench_subparsers.add_parser("compare", help="compare an inference result with a baseline; exit 1 on regression")

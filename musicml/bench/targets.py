@@ -26,7 +26,7 @@ from ..core import set_threads
 
 # %% auto #0
 __all__ = ['VARIANTS', 'TARGETS', 'TargetUnavailable', 'Built', 'Variant', 'module_runner', 'check_runner', 'variants',
-           'check_target', 'run_target']
+           'export_variants', 'check_target', 'run_target']
 
 # %% ../../nbs/62_bench.targets.ipynb #9ef6be5c
 class TargetUnavailable(RuntimeError):
@@ -137,7 +137,9 @@ def _exported(kind: str, file: str, **kw):
             wd.mkdir(parents=True, exist_ok=True)
             _ARTIFACTS[key] = getattr(ex, f"export_{kind}")(task, task.example_inputs, wd / file, **kw)
         rep = _ARTIFACTS[key]
-        r = ex.load_runner(rep.path, threads=threads)
+        # this process exported the file just above (or earlier in this run): the digest pinned at export guards it
+        # between export and load, and its native code (aoti, pt2) is ours, so trusting it is right
+        r = ex.load_runner(rep.path, threads=threads, sha256=rep.sha256, trust_native=True)
         return Built(r, str(rep.path), int(rep.size_bytes), check_runner(task, r),
                      extra=dict(export_max_abs_err=rep.max_abs_err, export_s=rep.seconds, format=rep.format, threads=threads))
     return make
@@ -203,6 +205,29 @@ def variants(target: str) -> list[Variant]:
 
 TARGETS = ("cpu", "edge", "gpu")
 
+# %% ../../nbs/62_bench.targets.ipynb #9551a3b7
+def export_variants(exports_dir,               # a `musicml optimize` / `export_all` output directory
+                    target: str = "cpu",       # "cpu" or "edge": the runtimes of these files run on the CPU
+                    trust_native: bool = False,  # allow AOTInductor / torch.export files (they run code on load)
+                    ) -> list[Variant]:
+    "One variant per exported file of `exports_dir`, after verifying its manifest; native-code formats need `trust_native`."
+    from musicml.artifacts import verify_manifest
+    from musicml.optimize.export import EXPORT_SUFFIXES, artifact_format, load_runner, refuse_native
+    if target not in ("cpu", "edge"): raise ValueError(f"exported files run on CPU runtimes: target must be cpu or edge, got {target!r}")
+    d = Path(exports_dir)
+    man = verify_manifest(d)                                   # every file against its sha256, no unlisted files
+    files = sorted(f for f in man["files"] if Path(f).suffix in EXPORT_SUFFIXES)
+    if not files: raise ValueError(f"{d}: no exported files (.pt2, .onnx, .pte) in manifest.json")
+    for f in files: refuse_native(d / f, artifact_format(d / f), trust_native)   # refuse before any is run
+
+    def make_for(path: Path, info: dict):
+        def make(task, wd, threads):
+            r = load_runner(path, threads=threads, sha256=info["sha256"], trust_native=trust_native)
+            return Built(r, str(path), int(info["bytes"]), check_runner(task, r), extra=dict(format=r.format, threads=threads))
+        return make
+    return [Variant(f"{target}-file-{f}", target, make_for(d / f, man["files"][f]), description=f"exported file {f} ({d})")
+            for f in files]
+
 # %% ../../nbs/62_bench.targets.ipynb #ed40a5e6
 def check_target(target: str) -> str:
     "The torch device of a target, or TargetUnavailable explaining what is missing."
@@ -248,10 +273,12 @@ def run_target(task,  # an `InferenceTask`
                peaks: dict | None = None,  # machine peaks (default: measured now)
                p99_bound_ms: float | None = None,  # also find the highest server QPS with p99 within this bound (None: skip)
                log: Callable[[str], None] | None = print,
+               exports: str | Path | None = None,  # benchmark the files of this export directory instead (`export_variants`)
+               trust_native: bool = False,  # with `exports`: allow AOTInductor / torch.export files (they run code on load)
                ) -> dict:
     "Benchmark every variant of `target` on `task`; a JSON-able record with the environment and thread count."
     device = check_target(target)
-    vs = variants(target)
+    vs = export_variants(exports, target, trust_native) if exports else variants(target)
     if only:
         unknown = sorted(set(only) - {v.name for v in vs})
         if unknown: raise ValueError(f"unknown variants for target {target!r}: {unknown}; known: {[v.name for v in vs]}")
@@ -280,4 +307,5 @@ def run_target(task,  # an `InferenceTask`
         finally:
             set_threads(n_threads)
     return record(threads=n_threads, target=target, task=task.name, task_meta=getattr(task, "meta", {}),
-                  batch_sizes=list(batch_sizes), iterations=iterations, qps=qps, peaks=peaks, variants=res)
+                  batch_sizes=list(batch_sizes), iterations=iterations, qps=qps, peaks=peaks, variants=res,
+                  **({"exports": str(exports)} if exports else {}))

@@ -17,6 +17,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
+from ..artifacts import verify_manifest
 from ..core import seed_everything
 from ..eval.metrics import ranking_metrics
 from ..eval.metrics import mask_scores, top_k
@@ -207,13 +208,14 @@ def tiny_ranker_task(n_users: int = 64,       # users
 
 # %% ../../nbs/50_optimize.core.ipynb #d65f5342
 def _artifact_dir(art_dir) -> Path:
-    "`art_dir` itself, or its `model/` sub-directory when the training output directory is given."
+    "`art_dir` itself, or its `model/` sub-directory when the training output directory is given; verified against its manifest."
     d = Path(art_dir)
     if not (d / "config.json").is_file() and (d / "model" / "config.json").is_file():
         d = d / "model"
     for f in ("config.json", "model.safetensors"):
         if not (d / f).is_file():
             raise FileNotFoundError(f"{d / f}: file not found (expected a model artifact directory)")
+    verify_manifest(d)   # every file against its sha256 (and none unlisted) before any is read
     return d
 
 def sasrec_task(art_dir,          # artifact directory of a trained SASRec (or the training output dir above it)

@@ -7,7 +7,10 @@ Docs: https://musicml.github.io/musicml/optimize.export.html.md"""
 # %% ../../nbs/54_optimize.export.ipynb #2efcf400
 from __future__ import annotations
 
+import io
 import json
+import shutil
+import tempfile
 import time
 import zipfile
 from dataclasses import asdict, dataclass, field
@@ -19,11 +22,12 @@ from torch import nn
 from torch.export import Dim
 
 from .core import InferenceTask
-from ..artifacts import sha256_file
+from ..artifacts import ArtifactError, read_verified, record_files, sha256_file
 
 # %% auto #0
-__all__ = ['ExportError', 'ExportReport', 'Runner', 'load_runner', 'export_pt2', 'export_onnx', 'quantize_onnx',
-           'export_executorch', 'export_aoti', 'export_all']
+__all__ = ['EXPORT_SUFFIXES', 'NATIVE_FORMATS', 'ExportError', 'ExportReport', 'NativeCodeRefused', 'artifact_format',
+           'refuse_native', 'Runner', 'load_runner', 'export_pt2', 'export_onnx', 'quantize_onnx', 'export_executorch',
+           'export_aoti', 'export_all']
 
 # %% ../../nbs/54_optimize.export.ipynb #9ef8b365
 class ExportError(ValueError):
@@ -117,50 +121,91 @@ def _compare(module, run, checks, atol, quantized=False, min_overlap=0.8, k=10) 
     return out
 
 def _finish(fmt, path: Path, module, run, checks, names, axes, t0, atol, quantized=False, min_overlap=0.8, extra=None):
-    "Check the artifact, write its sidecar `<path>.json` and return the `ExportReport`."
+    "Check the artifact, write its sidecar `<path>.json`, record both in the directory's `manifest.json`; the `ExportReport`."
     cmp = _compare(module, run, checks, atol, quantized, min_overlap)
     ex = checks[0]
     spec = [{"name": nm, "dtype": str(x.dtype).replace("torch.", ""),
              "shape": [axes.get(nm, {}).get(a, int(s)) for a, s in enumerate(x.shape)]} for nm, x in zip(names, ex)]
     rep = ExportReport(fmt, str(path), path.stat().st_size, sha256_file(path), cmp.pop("max_abs_err"), time.perf_counter() - t0,
                        dict(cmp, inputs=spec, quantized=quantized, torch=torch.__version__, **(extra or {})))
-    Path(str(path) + ".json").write_text(json.dumps(rep.to_dict(), indent=1))
+    side = Path(str(path) + ".json"); side.write_text(json.dumps(rep.to_dict(), indent=1))
+    record_files(path.parent, path, side)   # the export is an artifact: loadable later against its manifest entry
     return rep
 
 # %% ../../nbs/54_optimize.export.ipynb #47081323
-_SUFFIXES = (".pt2", ".onnx", ".pte")
+EXPORT_SUFFIXES = (".pt2", ".onnx", ".pte")
+NATIVE_FORMATS = {"aoti": "an AOTInductor package (a native shared library, dlopen'ed)",
+                  "pt2": "a torch.export program (its weights are unpickled, with a full-pickle fallback)"}
 
-def _is_aoti(path: Path) -> bool:
+class NativeCodeRefused(ArtifactError):
+    "A file whose loading runs code from it (AOTInductor, torch.export .pt2), asked for without `trust_native=True`."
+
+def _check_suffix(path) -> Path:
+    p = Path(path)
+    if p.suffix not in EXPORT_SUFFIXES:
+        raise ValueError(f"{p}: unsupported artifact suffix {p.suffix!r} (expected one of {', '.join(EXPORT_SUFFIXES)})")
+    return p
+
+def artifact_format(path, data: bytes | None = None) -> str:
+    "'onnx', 'pte', 'aoti' or 'pt2' from the suffix (and, for .pt2, the zip's `data/aotinductor/` entries in `data`)."
+    p = _check_suffix(path)
+    if p.suffix != ".pt2": return p.suffix[1:]
+    try: names = zipfile.ZipFile(io.BytesIO(data) if data is not None else p).namelist()
+    except zipfile.BadZipFile: raise ArtifactError(f"{p}: not a .pt2 zip archive") from None
+    return "aoti" if any("/data/aotinductor/" in n for n in names) else "pt2"
+
+def refuse_native(path, fmt: str, trust_native: bool = False):
+    "Raise `NativeCodeRefused` naming `path` when `fmt` runs code on load and the caller did not opt in."
+    if fmt in NATIVE_FORMATS and not trust_native:
+        raise NativeCodeRefused(f"{path}: refused: {NATIVE_FORMATS[fmt]}; loading it runs code from the file. Pass "
+                                "trust_native=True (CLI: --trust-native) only for artifacts you built")
+
+def _spec(p: Path, sha256: str | None):
+    "Input names/dtypes/shapes from the verified sidecar `<path>.json` (None when there is none or it is another file's)."
+    side = Path(str(p) + ".json")
+    if not side.is_file(): return None
+    if sha256 is None:   # manifest mode: the sidecar is part of the artifact and must be vouched for too
+        return json.loads(read_verified(side))["extra"]["inputs"]
+    rep = json.loads(side.read_text())   # pinned mode: only the report of this very file counts
+    return rep["extra"]["inputs"] if rep.get("sha256") == sha256 else None
+
+def _load_aoti(data: bytes):
+    "Load an AOTInductor package from the verified bytes, through a private copy (the bytes checked are the bytes loaded)."
+    from torch._inductor import aoti_load_package
+    d = tempfile.mkdtemp(prefix="musicml-aoti-")        # mode 0700
     try:
-        return any("/data/aotinductor/" in n for n in zipfile.ZipFile(path).namelist())
-    except zipfile.BadZipFile:
-        return False
+        (Path(d) / "model.pt2").write_bytes(data)
+        return aoti_load_package(str(Path(d) / "model.pt2"))
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
+
+# %% ../../nbs/54_optimize.export.ipynb #13a742ee
 class Runner:
-    "Runs an exported artifact: `runner(*inputs) -> np.ndarray`; numpy arrays or tensors in."
-    def __init__(self, path, threads: int | None = None):
+    "Runs an exported artifact: `runner(*inputs) -> np.ndarray`; numpy arrays or tensors in. Checked before loading (see `load_runner`)."
+    def __init__(self, path, threads: int | None = None, *, sha256: str | None = None, trust_native: bool = False):
         p = Path(path)
         if not p.exists():
             raise FileNotFoundError(f"{p}: artifact not found")
-        if p.suffix not in _SUFFIXES:
-            raise ValueError(f"{p}: unsupported artifact suffix {p.suffix!r} (expected one of {', '.join(_SUFFIXES)})")
-        self.path, self.threads = p, threads
-        side = Path(str(p) + ".json")
-        self.spec = json.loads(side.read_text())["extra"]["inputs"] if side.is_file() else None
+        _check_suffix(p)                                 # before reading anything
+        data = read_verified(p, sha256)                  # sha256 against the manifest (or the pinned digest) first
+        self.format = fmt = artifact_format(p, data)
+        refuse_native(p, fmt, trust_native)
+        self.path, self.threads, self.spec = p, threads, _spec(p, sha256)
         if threads:
             torch.set_num_threads(threads)
-        if p.suffix == ".onnx":
-            self.format, self.session = "onnx", _ort_session(p, threads)
+        if fmt == "onnx":
+            self.session = _ort_session(data, threads)
             self.input_names = [i.name for i in self.session.get_inputs()]
-        elif p.suffix == ".pte":
+        elif fmt == "pte":
             from executorch.runtime import Runtime
-            self.format, self._fn = "pte", Runtime.get().load_program(str(p)).load_method("forward")
-        elif _is_aoti(p):
-            from torch._inductor import aoti_load_package
-            self.format, self._fn = "aoti", aoti_load_package(str(p))
+            self._program = Runtime.get().load_program(data)   # it reads the buffer in place: keep both alive
+            self._data, self._fn = data, self._program.load_method("forward")
+        elif fmt == "aoti":
+            self._fn = _load_aoti(data)
         else:
-            self.format, self._fn = "pt2", torch.export.load(str(p)).module()
-        if self.format != "onnx":
+            self._fn = torch.export.load(io.BytesIO(data)).module()
+        if fmt != "onnx":
             self.input_names = [s["name"] for s in self.spec] if self.spec else None
 
     def _validate(self, xs):
@@ -190,9 +235,17 @@ class Runner:
 
 # %% ../../nbs/54_optimize.export.ipynb #47081301
 def load_runner(path,                      # .pt2 (ExportedProgram or AOTInductor package), .onnx or .pte
-                threads: int | None = None) -> Runner:  # intra-op threads (onnxruntime) / torch threads
-    "A `Runner` for an exported artifact, the runtime picked from the suffix (and the .pt2 contents)."
-    return Runner(path, threads)
+                threads: int | None = None,  # intra-op threads (onnxruntime) / torch threads
+                *,
+                trust_native: bool = False,  # allow the formats that run code from the file (aoti, pt2): only for files you built
+                sha256: str | None = None,   # expected digest, for a file this process wrote; None: the manifest.json beside it
+                ) -> Runner:
+    "A `Runner` for an exported artifact: sha256 checked against its directory's manifest (or `sha256`), native code only when trusted."
+    return Runner(path, threads, sha256=sha256, trust_native=trust_native)
+
+def _self_check(path) -> Runner:
+    "The runner an exporter checks its own output with: the digest pinned right after writing, and trusted (it built the file)."
+    return Runner(path, sha256=sha256_file(path), trust_native=True)
 
 # %% ../../nbs/54_optimize.export.ipynb #5806c6cb
 def _export(module, example, names, axes, rows, max_sizes=None):
@@ -212,15 +265,15 @@ def export_pt2(task_or_module,             # an `InferenceTask` or an eval-mode 
     path, t0 = Path(path), time.perf_counter()
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.export.save(_export(module, example, names, axes, rows), str(path))
-    return _finish("pt2", path, module, Runner(path), _check_inputs(module, example, rows, names, axes), names, axes, t0, atol)
+    return _finish("pt2", path, module, _self_check(path), _check_inputs(module, example, rows, names, axes), names, axes, t0, atol)
 
 # %% ../../nbs/54_optimize.export.ipynb #46209c3b
-def _ort_session(path, threads: int | None = None):
+def _ort_session(model, threads: int | None = None):   # a path, or the model's verified bytes
     import onnxruntime as ort
     so = ort.SessionOptions()
     if threads:
         so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), so, providers=["CPUExecutionProvider"])
 
 def export_onnx(task_or_module,            # an `InferenceTask` or an eval-mode module
                 example_inputs=None,       # batch-1 inputs (default: the task's)
@@ -248,7 +301,7 @@ def export_onnx(task_or_module,            # an `InferenceTask` or an eval-mode 
                 raise ValueError("quantize='static' needs calib inputs (validation rows)")
         quantize_onnx(fp32, path, calib, names)
         fp32.unlink()
-    run = Runner(path)
+    run = _self_check(path)
     return _finish("onnx", path, module, run, _check_inputs(module, example, rows, names, axes), names, axes, t0, atol,
                    quantized=quantize is not None, min_overlap=min_overlap, extra={"quantize": quantize})
 
@@ -333,7 +386,7 @@ def export_executorch(task_or_module,       # an `InferenceTask` or an eval-mode
     ep = _export(src, example, names, axes, rows, sizes)
     prog = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()]).to_executorch()
     path.write_bytes(prog.buffer)
-    return _finish("pte", path, module, Runner(path), _check_inputs(module, example, rows, names, axes), names, axes, t0,
+    return _finish("pte", path, module, _self_check(path), _check_inputs(module, example, rows, names, axes), names, axes, t0,
                    atol, quantized=quantize, min_overlap=min_overlap, extra={"max_batch": max_batch})
 
 # %% ../../nbs/54_optimize.export.ipynb #93c27c9c
@@ -349,7 +402,7 @@ def export_aoti(task_or_module,            # an `InferenceTask` or an eval-mode 
     path, t0 = Path(path), time.perf_counter()
     path.parent.mkdir(parents=True, exist_ok=True)
     aoti_compile_and_package(_export(module, example, names, axes, rows), package_path=str(path))
-    return _finish("aoti", path, module, Runner(path), _check_inputs(module, example, rows, names, axes), names, axes, t0, atol)
+    return _finish("aoti", path, module, _self_check(path), _check_inputs(module, example, rows, names, axes), names, axes, t0, atol)
 
 # %% ../../nbs/54_optimize.export.ipynb #a927917c
 def export_all(task: InferenceTask,          # the task to export
