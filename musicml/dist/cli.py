@@ -11,6 +11,8 @@ import argparse
 import json
 import os
 
+from ..core import require_extra
+
 # %% auto #0
 __all__ = ['LOCAL', 'add_ray_arguments', 'run_train_ray', 'load_lastfm_two_tower', 'add_parser', 'run_score', 'main']
 
@@ -33,6 +35,7 @@ def _address(args) -> str | None:
 
 def run_train_ray(args) -> int:
     "Handler of `musicml train ... --ray`: `train_model_ray` with the parsed overrides; prints the result as JSON."
+    require_extra("dist", "ray", "torch", "lightning", "pyarrow", what="musicml train --ray")
     from musicml.dist.train import train_model_ray
     keys = ("max_epochs", "batch_size", "lr", "loss", "n_negatives", "precision", "compile", "budget_s", "seed")
     overrides = {k: getattr(args, k, None) for k in keys}
@@ -72,6 +75,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run_score(args) -> int:
     "Handler of `musicml score`."
+    require_extra("dist", "torch", "lightning", "pyarrow", *(("ray",) if args.ray is not None else ()),
+                  what="musicml score" + (" --ray" if args.ray is not None else ""))
     from musicml.dist.data import ray_session
     from musicml.dist.score import load_two_tower_prepared, score_local, score_ray
     if args.prepared:

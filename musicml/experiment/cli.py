@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..core import require_extra
 from .analysis import SRMResult, cuped, srm_check, welch_ttest
 from .events import read_events
 
@@ -159,6 +160,7 @@ def add_parser(subparsers  # from `argparse.ArgumentParser.add_subparsers()`
 
 def analyze_command(args: argparse.Namespace) -> int:
     "Handler of `musicml experiment analyze`; returns the exit code (2 on SRM)."
+    require_extra("experiment", "pandas", "pyarrow", "pydantic", what="musicml experiment analyze")
     rep = analyze_events(args.events, args.experiment, args.metric, args.control, args.covariate, alpha=args.alpha)
     print(json.dumps(rep.to_dict(), indent=2, default=float) if args.json else rep.to_text())
     return 2 if rep.srm.mismatch else 0

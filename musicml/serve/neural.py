@@ -1,4 +1,4 @@
-"""Trained models as serving stages: the two-tower's user tower per request with FAISS over the artist vectors, SASRec next-artist candidates, and the DCN ranker; weights stored as safetensors and loaded back into the very modules training used.
+"""Trained models as serving stages: the two-tower's user tower per request with FAISS over the artist vectors, SASRec next-artist candidates, and the DCN ranker; weights stored as safetensors, served by ONNX Runtime without torch (torch eager when a bundle has no ONNX graph).
 
 Docs: https://musicml.github.io/musicml/serve.neural.html.md"""
 
@@ -7,37 +7,20 @@ Docs: https://musicml.github.io/musicml/serve.neural.html.md"""
 # %% ../../nbs/72a_serve.neural.ipynb #35d979f7
 from __future__ import annotations
 
-import numpy as np
-import scipy.sparse as sp
-import torch
-import torch.nn.functional as F
-from torch import nn
-
-from ..eval.metrics import top_k
-from ..models.ranker import DCNEnsemble, DCNRanker, RankerConfig
-from ..models.sasrec import SASRec, SASRecConfig
-from ..models.two_tower import Tower, mean_bag
-from ..optimize.core import RankerScorer
-from ..artifacts import ArtifactError
-from .stages import Retriever, VectorRetriever, register_stage
 from pathlib import Path
 
+import numpy as np
+import scipy.sparse as sp
+
+from ..core import has_module
+from ..eval.metrics import top_k
+from ..artifacts import ArtifactError, load_arrays, save_arrays
+from .stages import Retriever, VectorRetriever, register_stage
+
 # %% auto #0
-__all__ = ['module_arrays', 'load_module', 'history_tokens', 'Exported', 'UserTower', 'TwoTowerRetriever', 'NextItemScorer',
-           'SASRecRetriever', 'DCNRankerStage']
+__all__ = ['history_tokens', 'Runner', 'Exported', 'TwoTowerRetriever', 'SASRecRetriever', 'DCNRankerStage']
 
 # %% ../../nbs/72a_serve.neural.ipynb #bd6a73b2
-def module_arrays(m: nn.Module, prefix: str) -> dict:
-    "`m`'s state dict as arrays keyed `prefix/name`."
-    return {f"{prefix}/{k}": v.detach().cpu().contiguous().numpy() for k, v in m.state_dict().items()}
-
-def load_module(m: nn.Module, arrays: dict, prefix: str) -> nn.Module:
-    "Load the `prefix/...` arrays into `m` (strict: every weight present, same shapes); returns `m` in eval mode."
-    sd = {k[len(prefix) + 1:]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith(prefix + "/")}
-    try: m.load_state_dict(sd, strict=True)
-    except RuntimeError as e: raise ArtifactError(f"{prefix} weights do not fit the network: {' '.join(str(e).split())[:300]}") from None
-    return m.eval()
-
 def history_tokens(hist: sp.csr_matrix,  # [b, n_items] play counts
                    width: int) -> np.ndarray:
     "Per row, the `width` most played items as tokens (`item + 1`, 0 = padding) `[b, width]`: the two-tower's history."
@@ -51,70 +34,115 @@ def history_tokens(hist: sp.csr_matrix,  # [b, n_items] play counts
     return out
 
 # %% ../../nbs/72a_serve.neural.ipynb #693182ee
+class Runner:
+    "An exported graph in ONNX Runtime: `runner(*xs) -> np.ndarray` on numpy inputs (no torch)."
+    def __init__(self, path: Path, threads: int = 1):  # intra-op threads: the service parallelises across requests
+        import onnxruntime as ort
+        so = ort.SessionOptions(); so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+        self.path = Path(path)
+        self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+    def __call__(self, *xs: np.ndarray) -> np.ndarray:
+        return self.session.run(None, dict(zip(self.input_names, xs)))[0]
+    def __repr__(self): return f"Runner(onnx, {self.path.name}, inputs={self.input_names})"
+
 class Exported:
     "Mixin: a stage network that runs in ONNX Runtime when exported (`export_runtime`, `attach`), else in torch eager."
-    onnx_file: str | None = None     # the exported graph, relative to the bundle directory
-    runner = None                    # `optimize.export.Runner` once attached
-    axes: dict = {}                  # {input name: {axis: symbol}} of `module()`
-    def module(self) -> nn.Module: raise NotImplementedError
-    def example(self) -> tuple: raise NotImplementedError   # batch-1 inputs as tensors, in `axes` order
+    onnx_file: str | None = None       # the exported graph, relative to the bundle directory
+    reference_file: str | None = None  # example inputs and the torch outputs on them, written with the graph
+    runner: Runner | None = None       # once attached
+    weights: dict = {}                 # the network's arrays, `prefix/name` (what `state()` writes)
+    axes: dict = {}                    # {input name: {axis: symbol}} of `module()`
+    _net = None                        # the torch module, built from `weights` on first use
+    def build(self): raise NotImplementedError              # the torch module from `weights` (imports torch)
+    def example(self) -> tuple: raise NotImplementedError   # batch-1 numpy inputs, in `axes` order
+
+    def module(self):
+        "The torch network, built from `weights` the first time it is needed (the only place a loaded stage imports torch)."
+        if self._net is None: self._net = self.build()
+        return self._net
+
+    def eager(self, *xs: np.ndarray) -> np.ndarray:
+        "The network in torch eager on numpy inputs."
+        import torch
+        with torch.inference_mode(): return self.module()(*(torch.from_numpy(np.ascontiguousarray(x)) for x in xs)).numpy()
 
     def run(self, *xs: np.ndarray) -> np.ndarray:
         "The network on numpy inputs: one ONNX Runtime call when attached, else torch eager."
         if self.runner is not None:                  # the session itself: these inputs are built here, checked at attach
             return self.runner.session.run(None, dict(zip(self.runner.input_names, xs)))[0]
-        with torch.inference_mode(): return self.module()(*(torch.from_numpy(np.ascontiguousarray(x)) for x in xs)).numpy()
+        return self.eager(*xs)
 
-    def export_runtime(self, d: Path, name: str) -> dict:
-        "Export the network to `d/name.onnx` (checked against eager) and use it; the config entry that names it."
-        from musicml.optimize.export import export_onnx
-        export_onnx(self.module(), self.example(), Path(d) / f"{name}.onnx", self.axes, input_names=list(self.axes))
-        self.onnx_file = f"{name}.onnx"; self.attach(d)
-        return {"onnx": self.onnx_file}
+# %% ../../nbs/72a_serve.neural.ipynb #896fea08
+def _export_runtime(self: Exported, d: Path, name: str) -> dict:
+    "Export the network to `d/name.onnx` (checked against eager), store the reference outputs, use the graph; the config entries."
+    import torch
+    from musicml.optimize.export import export_onnx
+    d, ex = Path(d), self.example()
+    export_onnx(self.module(), tuple(torch.from_numpy(x) for x in ex), d / f"{name}.onnx", self.axes, input_names=list(self.axes))
+    save_arrays(d / f"{name}.reference.npz", output=self.eager(*ex), **{f"input{i}": x for i, x in enumerate(ex)})
+    self.onnx_file, self.reference_file = f"{name}.onnx", f"{name}.reference.npz"; self.attach(d)
+    return {"onnx": self.onnx_file, "reference": self.reference_file}
 
-    def attach(self, d: Path, atol: float = 1e-3):
-        "Load the exported graph named in the config and check it against the torch weights on the example inputs."
-        if not self.onnx_file: return
-        from musicml.optimize.export import load_runner
-        p = Path(d) / self.onnx_file
-        try: run = load_runner(p, threads=1)
-        except Exception as e: raise ArtifactError(f"{p}: cannot load the exported graph ({type(e).__name__}: {e})") from None
-        x = self.example()
-        with torch.inference_mode(): ref = self.module()(*x).numpy()
-        got = run(*(t.numpy() for t in x))
-        if got.shape != ref.shape or not np.allclose(got, ref, atol=atol, rtol=1e-3):
-            err = float(np.abs(got - ref).max()) if got.shape == ref.shape else f"shape {got.shape} vs {ref.shape}"
-            raise ArtifactError(f"{p}: the exported graph does not reproduce the stage's weights (max abs diff {err})")
-        self.runner = run
+def _reference(self: Exported, d: Path, graph: Path) -> tuple:
+    "(inputs, outputs) the graph must reproduce: stored with it, else (older bundles) computed in torch from the weights."
+    if self.reference_file:
+        a = load_arrays(d / self.reference_file)
+        try: return tuple(a[f"input{i}"] for i in range(len(self.axes))), a["output"]
+        except KeyError as e: raise ArtifactError(f"{d / self.reference_file}: no array {e}") from None
+    if not has_module("torch"):
+        raise ArtifactError(f"{graph}: no reference outputs stored with the graph (a bundle written before they were), and "
+                            "torch, needed to compute them from the weights, is not installed: rebuild the bundle, or "
+                            "pip install -c constraints.txt 'torch==2.13.0' 'musicml[train]'")
+    ex = self.example()
+    return ex, self.eager(*ex)
+
+def _attach(self: Exported, d: Path, atol: float = 1e-3):
+    "Load the graph named in the config and check it reproduces its reference outputs; without a graph, build the eager network."
+    d = Path(d)
+    if not self.onnx_file:                         # torch eager: build it now, so a bundle that cannot run is refused at load
+        if not has_module("torch"):
+            raise ArtifactError(f"{d}: the {self.kind} stage has no ONNX graph and runs in torch eager, but torch is not installed: "
+                                "rebuild the bundle with export, or pip install -c constraints.txt 'torch==2.13.0' 'musicml[train]'")
+        self.module(); return
+    p = d / self.onnx_file
+    if not has_module("onnxruntime"): raise ArtifactError(f"{p}: serving an exported graph needs onnxruntime: pip install 'musicml[serve]'")
+    try: run = Runner(p)
+    except Exception as e: raise ArtifactError(f"{p}: cannot load the exported graph ({type(e).__name__}: {e})") from None
+    xs, ref = _reference(self, d, p)
+    got = run(*xs)
+    if got.shape != ref.shape or not np.allclose(got, ref, atol=atol, rtol=1e-3):
+        err = float(np.abs(got - ref).max()) if got.shape == ref.shape else f"shape {got.shape} vs {ref.shape}"
+        raise ArtifactError(f"{p}: the exported graph does not reproduce the stage's reference outputs (max abs diff {err})")
+    self.runner = run
+
+Exported.export_runtime, Exported.attach = _export_runtime, _attach
 
 # %% ../../nbs/72a_serve.neural.ipynb #f9790904
-class UserTower(nn.Module):
-    "The two-tower's user side as one exportable function: (ids, known, history tokens) -> unit user vectors."
-    def __init__(self, tower: Tower, unknown: torch.Tensor):
-        super().__init__()
-        self.tower = tower
-        self.register_buffer("unknown", unknown)                   # [d] id vector for users the model never saw
-    def forward(self, ids, known, tokens):                        # ids [b] int64, known [b] float32 (1 = known), tokens [b, H]
-        k = known.unsqueeze(-1)                                   # [b, 1]
-        idv = self.tower.id_emb(ids) * k + self.unknown * (1 - k) # [b, d]
-        x = torch.cat([idv, mean_bag(self.tower.bag, tokens)], -1)   # [b, 2d]
-        return F.normalize(self.tower.mlp(x), dim=-1)             # [b, d]
-
 @register_stage
 class TwoTowerRetriever(Exported, VectorRetriever):
     "The trained two-tower: user tower per request (id + pooled history), FAISS inner-product search over artist vectors."
     kind = "two_tower"
     file_suffix = ".safetensors"                                   # network weights: no pickle, no code
-    def __init__(self, tower: Tower, item_vecs: np.ndarray, history_len: int = 50):
+    def __init__(self, tower,                  # trained `models.two_tower.Tower` (None: rebuilt from `weights` when needed)
+                 item_vecs: np.ndarray, history_len: int = 50,
+                 weights: dict | None = None): # the tower's `tower/...` arrays, when `tower` is None
         import faiss
-        self.tower, self.history_len = tower.eval(), history_len
+        self.history_len = history_len
         self.items = np.ascontiguousarray(item_vecs, np.float32)      # [n_items, d] unit vectors
         self.index = faiss.IndexFlatIP(self.items.shape[1]); self.index.add(self.items)
-        with torch.no_grad(): self.user = UserTower(tower, tower.id_emb.weight.mean(0)).eval()   # unknown: the mean id vector
+        if tower is None: self.weights = dict(weights)
+        else:
+            from musicml.serve.networks import module_arrays, serving_user_tower
+            self.weights, self._net = module_arrays(tower, "tower"), serving_user_tower(tower)   # unknown: the mean id vector
     axes = {"ids": {0: "batch"}, "known": {0: "batch"}, "tokens": {0: "batch"}}
-    def module(self): return self.user
+    def build(self):
+        from musicml.serve.networks import user_tower
+        return user_tower(self.weights)
     def example(self):
-        return (torch.zeros(1, dtype=torch.long), torch.ones(1), torch.arange(1, self.history_len + 1).clamp(max=len(self.items))[None])
+        return (np.zeros(1, np.int64), np.ones(1, np.float32), np.minimum(np.arange(1, self.history_len + 1), len(self.items))[None])
+    @property
+    def tower(self): return self.module().tower
     @classmethod
     def from_model(cls, m) -> TwoTowerRetriever:
         "From a fitted `TwoTowerRecommender`."
@@ -130,21 +158,11 @@ class TwoTowerRetriever(Exported, VectorRetriever):
         s = self.items @ self.items[item]; s[item] = -np.inf
         return top_k(s[None], n)
     def state(self):
-        return {"item_vecs": self.items, **module_arrays(self.tower, "tower")}, {"history_len": self.history_len}
+        return {"item_vecs": self.items, **self.weights}, {"history_len": self.history_len}
     @classmethod
     def from_state(cls, arrays, config):
-        n_ids, d = arrays["tower/id_emb.weight"].shape
-        tower = Tower(n_ids, nn.Embedding(arrays["tower/bag.weight"].shape[0], d, padding_idx=0), d)
-        r = cls(load_module(tower, arrays, "tower"), arrays["item_vecs"], config["history_len"])
-        r.onnx_file = config.get("onnx"); return r
-
-# %% ../../nbs/72a_serve.neural.ipynb #2d2e33af
-class NextItemScorer(nn.Module):
-    "SASRec as `tokens [b, L] -> scores [b, n_items]` via `last_state` (the final block for the last position only)."
-    def __init__(self, net: SASRec):
-        super().__init__(); self.net = net
-    def forward(self, tokens):                                    # tokens [b, L] left-padded
-        return self.net.last_state(tokens) @ self.net.item_vectors().T   # [b, n_items]
+        r = cls(None, arrays["item_vecs"], config["history_len"], {k: v for k, v in arrays.items() if k.startswith("tower/")})
+        r.onnx_file, r.reference_file = config.get("onnx"), config.get("reference"); return r
 
 # %% ../../nbs/72a_serve.neural.ipynb #2d2e3301
 @register_stage
@@ -152,25 +170,35 @@ class SASRecRetriever(Exported, Retriever):
     "Next-artist candidates from a trained SASRec over the user's dated sequence, or the request's recent artists in order."
     kind = "sasrec"
     file_suffix = ".safetensors"                                   # network weights: no pickle, no code
-    def __init__(self, net: SASRec,
+    def __init__(self, net,                # trained `models.sasrec.SASRec` (None: rebuilt from `weights` and `net_config`)
                  to_bundle: np.ndarray,    # [n_sasrec_items] bundle item index of each SASRec item (-1: not in the catalog)
                  seq_offsets: np.ndarray,  # [n_bundle_users + 1] offsets of each bundle user's sequence in `seq_items`
                  seq_items: np.ndarray,    # SASRec item indices, each user's in time order (artists outside the bundle kept)
-                 n_bundle_items: int):
-        self.net, self.to_bundle, self.n_bundle_items = net.eval(), np.asarray(to_bundle, np.int64), int(n_bundle_items)
+                 n_bundle_items: int,
+                 weights: dict | None = None, net_config: dict | None = None):  # `net/...` arrays, `SASRecConfig` fields
+        self.to_bundle, self.n_bundle_items = np.asarray(to_bundle, np.int64), int(n_bundle_items)
         self.seq_offsets, self.seq_items = np.asarray(seq_offsets, np.int64), np.asarray(seq_items, np.int64)
         ok = self.to_bundle >= 0
         self.from_bundle = np.full(self.n_bundle_items, -1, np.int64)      # bundle item -> SASRec item (-1: unknown)
         self.from_bundle[self.to_bundle[ok]] = np.flatnonzero(ok)
         self.unmapped = ~ok
-        self.scorer = NextItemScorer(self.net).eval()                       # tokens [b, L] -> scores [b, n_sasrec_items]
+        if net is None: self.weights, self.net_config = dict(weights), dict(net_config)
+        else:
+            from musicml.serve.networks import NextItemScorer, module_arrays
+            self.weights, self.net_config = module_arrays(net, "net"), dict(vars(net.cfg))
+            self._net = NextItemScorer(net.eval()).eval()                   # tokens [b, L] -> scores [b, n_sasrec_items]
+        self.max_len = int(self.net_config["max_len"])
     axes = {"tokens": {0: "batch"}}
-    def module(self): return self.scorer
-    def example(self): return (torch.arange(1, self.net.cfg.max_len + 1).clamp(max=self.net.cfg.n_items)[None],)
+    def build(self):
+        from musicml.serve.networks import next_item_scorer
+        return next_item_scorer(self.weights, self.net_config)
+    def example(self): return (np.minimum(np.arange(1, self.max_len + 1), self.net_config["n_items"])[None],)
+    @property
+    def net(self): return self.module().net
 
     def tokens(self, hist, users, memo=None) -> np.ndarray:
         "Left-padded tokens `[b, L]`: the request's recent artists (in order), else the user's stored sequence."
-        L = self.net.cfg.max_len
+        L = self.max_len
         out = np.zeros((len(users), L), np.int64)
         for i, u in enumerate(users):
             recent = memo[i].get("recent") if memo is not None else None
@@ -194,8 +222,7 @@ class SASRecRetriever(Exported, Retriever):
         if memo is not None:
             for m, row in zip(memo, s): m[self] = row                          # the ranker may score candidates with it
         s[:, self.unmapped] = -np.inf                                           # never return what the bundle does not know
-        with torch.inference_mode():
-            val, idx = (t.numpy() for t in torch.topk(torch.from_numpy(s), min(n, s.shape[1]), dim=1))   # [b, n]
+        idx, val = top_k(s, n)                                                  # [b, n], best first
         items = np.where(np.isfinite(val), self.to_bundle[idx], -1).astype(np.int32)
         return items, np.where(items >= 0, val, -np.inf).astype(np.float32)
 
@@ -208,34 +235,13 @@ class SASRecRetriever(Exported, Retriever):
         return out.astype(np.float32)
 
     def state(self):
-        return ({"to_bundle": self.to_bundle, "seq_offsets": self.seq_offsets, "seq_items": self.seq_items,
-                 **module_arrays(self.net, "net")}, {"net": vars(self.net.cfg), "n_bundle_items": self.n_bundle_items})
+        return ({"to_bundle": self.to_bundle, "seq_offsets": self.seq_offsets, "seq_items": self.seq_items, **self.weights},
+                {"net": self.net_config, "n_bundle_items": self.n_bundle_items})
     @classmethod
     def from_state(cls, arrays, config):
-        net = load_module(SASRec(SASRecConfig(**config["net"])), arrays, "net")
-        r = cls(net, arrays["to_bundle"], arrays["seq_offsets"], arrays["seq_items"], config["n_bundle_items"])
-        r.onnx_file = config.get("onnx"); return r
-
-# %% ../../nbs/72a_serve.neural.ipynb #3b9535f9
-def _tag_table_shell(cfg: RankerConfig) -> DCNRanker:
-    net = DCNRanker(cfg, torch.zeros(cfg.n_items, 1, dtype=torch.long))
-    net.tag_emb, net.item_tags, net.tag_table = None, None, torch.zeros(cfg.n_items, cfg.dim)
-    return net
-
-def _tag_table_dcn(cfg: RankerConfig, arrays: dict, prefix: str, members: int = 1) -> DCNRanker | DCNEnsemble:
-    "A `DCNRanker` with its tag table (per-artist tag table, no tag embeddings), or a `DCNEnsemble` of them, rebuilt from its arrays."
-    net = _tag_table_shell(cfg) if members == 1 else DCNEnsemble([_tag_table_shell(cfg) for _ in range(members)])
-    return load_module(net, arrays, prefix)
-
-def _with_unknown_user(net: DCNRanker | DCNEnsemble) -> DCNRanker | DCNEnsemble:
-    "Append a mean-user row to the user table (of every member): the row unknown users are scored with."
-    for n in (net.members if isinstance(net, DCNEnsemble) else [net]):
-        with torch.no_grad():
-            w = n.user_emb.weight
-            n.user_emb = nn.Embedding.from_pretrained(torch.cat([w, w.mean(0, keepdim=True)]), freeze=True)
-        n.cfg = RankerConfig(**{**vars(n.cfg), "n_users": n.cfg.n_users + 1})
-    if isinstance(net, DCNEnsemble): net.cfg = net.members[0].cfg
-    return net
+        r = cls(None, arrays["to_bundle"], arrays["seq_offsets"], arrays["seq_items"], config["n_bundle_items"],
+                {k: v for k, v in arrays.items() if k.startswith("net/")}, config["net"])
+        r.onnx_file, r.reference_file = config.get("onnx"), config.get("reference"); return r
 
 # %% ../../nbs/72a_serve.neural.ipynb #3b953501
 @register_stage
@@ -243,23 +249,33 @@ class DCNRankerStage(Exported):
     "The trained DCN ranker: its training features computed from the serving stages, one batched forward per micro-batch."
     kind = "dcn"
     file_suffix = ".safetensors"                                   # network weights: no pickle, no code
-    def __init__(self, net: DCNRanker | DCNEnsemble,  # with its tag table; the user table's last row is for users it never saw
+    def __init__(self, net,                       # folded DCN(Ensemble), last user row for unknown users (None: from `weights`)
                  mu: np.ndarray, sd: np.ndarray,  # feature normalisation from training
                  stats: dict,                     # log1p training counts: item_listeners, item_plays, user_items, user_plays
                  retrieval: str = "two_tower",    # stage whose score and rank the ranker was trained on
-                 features: tuple = ()):           # stages whose candidate scores are extra features, in training order
-        self.net, self.mu, self.sd = net.eval(), np.asarray(mu, np.float32), np.asarray(sd, np.float32)
+                 features: tuple = (),            # stages whose candidate scores are extra features, in training order
+                 weights: dict | None = None, net_config: dict | None = None, members: int = 1):  # when `net` is None
+        self.mu, self.sd = np.asarray(mu, np.float32), np.asarray(sd, np.float32)
         self.stats = {k: np.asarray(v, np.float32) for k, v in stats.items()}
         self.retrieval, self.features = retrieval, tuple(features)
-        self.unknown_user = net.cfg.n_users - 1
-        self.members = len(net.members) if isinstance(net, DCNEnsemble) else 1
+        if net is None: self.weights, self.net_config, self.members = dict(weights), dict(net_config), int(members)
+        else:
+            from musicml.models.ranker import DCNEnsemble
+            from musicml.serve.networks import module_arrays, ranker_scorer
+            self.weights, self.net_config = module_arrays(net, "net"), dict(vars(net.cfg))
+            self.members = len(net.members) if isinstance(net, DCNEnsemble) else 1
+            self._net = ranker_scorer(net)                             # (users [b], items [b, m], dense [b, m, F]) -> [b, m]
+        self.unknown_user = int(self.net_config["n_users"]) - 1
         self.needs = (retrieval, *self.features)                          # stages a bundle must hold
-        self.scorer = RankerScorer(self.net).eval()                       # (users [b], items [b, m], dense [b, m, F]) -> [b, m]
     axes = {"users": {0: "batch"}, "items": {0: "batch", 1: "candidates"}, "dense": {0: "batch", 1: "candidates"}}
-    def module(self): return self.scorer
+    def build(self):
+        from musicml.serve.networks import ranker_scorer, tag_table_dcn
+        return ranker_scorer(tag_table_dcn(self.net_config, self.weights, "net", self.members))
     def example(self):
-        m = min(8, self.net.cfg.n_items)
-        return (torch.zeros(1, dtype=torch.long), torch.arange(m)[None], torch.zeros(1, m, len(self.mu)))
+        m = min(8, int(self.net_config["n_items"]))
+        return (np.zeros(1, np.int64), np.arange(m, dtype=np.int64)[None], np.zeros((1, m, len(self.mu)), np.float32))
+    @property
+    def net(self): return self.module().net
 
     @classmethod
     def from_model(cls, m, retrieval: str = "two_tower", features: tuple = ("ease",),
@@ -267,12 +283,14 @@ class DCNRankerStage(Exported):
         "From a fitted `RankerRecommender`: with its tag table, with a mean-user row appended."
         if len(features) != len(m.feature_models):
             raise ValueError(f"the ranker was trained with {len(m.feature_models)} feature models; got feature stages {features}")
+        from musicml.models.ranker import DCNEnsemble
+        from musicml.serve.networks import with_unknown_user
         net = m.net_
         if isinstance(net, DCNEnsemble) and members is not None:
             if not 1 <= members <= len(net.members):
                 raise ValueError(f"members must be in 1..{len(net.members)} (the ensemble's size), got {members}")
             net = net.members[0] if members == 1 else DCNEnsemble(list(net.members)[:members])   # one: its own order
-        net = _with_unknown_user(net.with_tag_table())
+        net = with_unknown_user(net.with_tag_table())
         listeners, plays, u_n, u_plays = m.stats_
         return cls(net, m.mu_, m.sd_, dict(item_listeners=listeners, item_plays=plays, user_items=u_n, user_plays=u_plays),
                    retrieval, features)
@@ -304,11 +322,11 @@ class DCNRankerStage(Exported):
         return np.where(items >= 0, s, -np.inf).astype(np.float32)
 
     def state(self):
-        return ({"mu": self.mu, "sd": self.sd, **{f"stats/{k}": v for k, v in self.stats.items()}, **module_arrays(self.net, "net")},
-                {"net": vars(self.net.cfg), "retrieval": self.retrieval, "features": list(self.features), "members": self.members})
+        return ({"mu": self.mu, "sd": self.sd, **{f"stats/{k}": v for k, v in self.stats.items()}, **self.weights},
+                {"net": self.net_config, "retrieval": self.retrieval, "features": list(self.features), "members": self.members})
     @classmethod
     def from_state(cls, arrays, config):
         stats = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("stats/")}
-        r = cls(_tag_table_dcn(RankerConfig(**config["net"]), arrays, "net", config.get("members", 1)), arrays["mu"], arrays["sd"], stats,
-                config["retrieval"], tuple(config["features"]))
-        r.onnx_file = config.get("onnx"); return r
+        r = cls(None, arrays["mu"], arrays["sd"], stats, config["retrieval"], tuple(config["features"]),
+                {k: v for k, v in arrays.items() if k.startswith("net/")}, config["net"], config.get("members", 1))
+        r.onnx_file, r.reference_file = config.get("onnx"), config.get("reference"); return r

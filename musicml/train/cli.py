@@ -12,7 +12,7 @@ import json
 import os
 from pathlib import Path
 
-from ..core import set_threads
+from ..core import require_extra, set_threads
 from ..recipes.registry import RECIPES
 from ..recipes.train import train_model
 
@@ -49,9 +49,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run_train(args) -> int:
     "Handler of `musicml train`: trains, prints the test metrics as JSON, returns the exit code."
+    if getattr(args, "track", False): require_extra("experiment", "mlflow", what="musicml train --track")   # before training
     if getattr(args, "ray", None) is not None:
         from musicml.dist.cli import run_train_ray
         return run_train_ray(args)
+    require_extra("train", "torch", "lightning", what="musicml train")
     if args.threads:
         set_threads(args.threads)
     out = args.out or os.path.join("artifacts", args.model)
