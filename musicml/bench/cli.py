@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from .compare import compare, format_rows, regressions
+from ..core import require_extra
 
 # %% auto #0
 __all__ = ['TRUST_NATIVE_HELP', 'add_task_arguments', 'task_from_args', 'inference_cmd', 'compare_cmd', 'add_parser']
@@ -46,6 +47,7 @@ def task_from_args(args):
 # %% ../../nbs/65_bench.cli.ipynb #043fc91b
 def inference_cmd(args) -> int:
     "`musicml bench inference`: benchmark every variant of a target on a model artifact and write the JSON record."
+    require_extra("train", "torch", "lightning", what="musicml bench inference")   # before any model is built
     from musicml.bench.targets import TargetUnavailable, export_variants, run_target
     batch_sizes = _ints(args.batch_sizes, "--batch-sizes")
     only = [x.strip() for x in args.variants.split(",") if x.strip()] if args.variants else None

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from ..artifacts import write_manifest
+from ..core import require_extra
 from ..bench.cli import add_task_arguments, task_from_args
 
 # %% auto #0
@@ -59,6 +60,10 @@ def optimize_cmd(args) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
     if unknown: raise ValueError(f"--methods: unknown {unknown}; expected some of {', '.join(METHODS)}")
+    require_extra("train", "torch", "lightning", what="musicml optimize")          # before any model is loaded
+    if any(m.startswith("onnx") for m in methods): require_extra("onnx", "onnx", "onnxscript", "onnxruntime", what="musicml optimize --methods onnx*")
+    if any(m.startswith("pte") for m in methods): require_extra("edge", "executorch", what="musicml optimize --methods pte*")
+    if {"static", "weight-only", "weight-only-int4"} & set(methods): require_extra("edge", "torchao", what="musicml optimize (torchao quantization)")
     task = task_from_args(args)
     out = Path(args.out); out.mkdir(parents=True, exist_ok=True)
     rows = []

@@ -58,7 +58,9 @@ def build_cmd(args) -> int:
     if args.sasrec and not args.ranker:
         print("musicml serve build-artifacts: --sasrec needs --ranker (the ranker artifact holds the two-tower retriever)", file=sys.stderr)
         return 2
-    if args.ranker:
+    if args.ranker:                                            # trained models are loaded in torch and exported to ONNX
+        require_extra("train", "torch", "lightning", what="musicml serve build-artifacts --ranker")
+        require_extra("onnx", "onnx", "onnxscript", "onnxruntime", what="musicml serve build-artifacts --ranker")
         d = build_trained_artifacts(args.out, args.ranker, args.sasrec, args.data_dir, version=args.version,
                                     ranker_members=args.ranker_members)
     else:
