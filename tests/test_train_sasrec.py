@@ -12,7 +12,7 @@ from musicml.artifacts import ArtifactError, load_weights, save_weights
 from musicml.data.interactions import from_raw
 from musicml.data.splits import leave_one_out
 from musicml.models.sasrec import SASRec, SASRecConfig
-from musicml.train.checkpoint import load_checkpoint
+from musicml.train.checkpoint import load_checkpoint, save_checkpoint
 from musicml.train.core import TrainConfig
 from musicml.train.sasrec import SASRecRecommender, load_sasrec
 
@@ -71,6 +71,12 @@ def test_checkpoint_roundtrip_and_resume(tmp_path):
     part.save(tmp_path / "art")
     loaded = load_sasrec(tmp_path / "art", s.train)
     np.testing.assert_allclose(loaded.score(np.arange(10)), part.score(np.arange(10)), rtol=1e-6)
+    (tmp_path / "art/history.safetensors").write_bytes(b"tampered")
+    with pytest.raises(ArtifactError, match="art/history.safetensors: sha256 differs"):
+        load_sasrec(tmp_path / "art", s.train)
+    (last / "optimizer.safetensors").write_bytes(b"tampered")                  # a damaged checkpoint is not resumed from
+    with pytest.raises(ArtifactError, match="last/optimizer.safetensors: sha256 differs"):
+        _model(epochs=4, seed=1).fit(s.train, s.valid, resume_from=last)
 
 
 def test_corrupt_and_mismatched_checkpoints_refused(tmp_path):
@@ -82,8 +88,15 @@ def test_corrupt_and_mismatched_checkpoints_refused(tmp_path):
         load_weights(SASRec(SASRecConfig(n_items=30, max_len=8, dim=16, layers=3)), p)
     bad = tmp_path / "bad" / "model.safetensors"; bad.parent.mkdir()
     raw = bytearray(p.read_bytes()); raw[10:30] = b"\xff" * 20; bad.write_bytes(bytes(raw))
-    with pytest.raises(ArtifactError, match="bad/model.safetensors: not a readable safetensors file"):
+    with pytest.raises(ArtifactError, match="bad/manifest.json: no manifest"):    # unmanifested: refused before reading
         load_checkpoint(bad.parent, net)
+    with pytest.raises(ArtifactError, match="bad/model.safetensors: not a readable safetensors file"):
+        load_checkpoint(bad.parent, net, verify=False)
+    ck = save_checkpoint(tmp_path / "ck", net, {"model": "sasrec"})
+    load_checkpoint(ck, SASRec(SASRecConfig(n_items=30, max_len=8, dim=16)))    # untampered: loads
+    (ck / "model.safetensors").write_bytes(bytes(raw))                           # same size, changed bytes
+    with pytest.raises(ArtifactError, match="ck/model.safetensors: sha256 differs from manifest.json"):
+        load_checkpoint(ck, net)
     trunc = tmp_path / "trunc.safetensors"; trunc.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2])
     with pytest.raises(ArtifactError, match="trunc.safetensors"):
         load_weights(net, trunc)

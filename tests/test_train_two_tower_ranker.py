@@ -51,6 +51,27 @@ def test_two_tower_checkpoint_roundtrip_and_mismatch(tmp_path):
         load_weights(TwoTower(bad_cfg, a.net_.history, a.net_.item_tags), p)
 
 
+def test_saved_models_refuse_tampered_files(tmp_path):
+    from musicml.train.checkpoint import save_checkpoint
+    from musicml.train.ranker import load_ranker
+    from musicml.train.two_tower import load_two_tower
+    s, tags, nt = _data()
+    tt = _tt(tags, nt, epochs=1).fit(s.train, s.valid)
+    save_checkpoint(tmp_path / "tt", tt.net_, tt.config())
+    np.testing.assert_allclose(load_two_tower(tmp_path / "tt", s.train, tags, nt).score(np.arange(5)), tt.score(np.arange(5)), rtol=1e-6)
+    w = tmp_path / "tt/model.safetensors"; b = w.read_bytes(); w.write_bytes(b[:-1] + bytes([b[-1] ^ 1]))
+    with pytest.raises(ArtifactError, match="tt/model.safetensors: sha256 differs"):
+        load_two_tower(tmp_path / "tt", s.train, tags, nt)
+    rk = RankerRecommender(tt, tags, nt, n_candidates=10, dim=8,
+                           train=TrainConfig(max_epochs=1, batch_size=16, accelerator="cpu", progress=False)).fit(s.train, s.valid)
+    rk.save(tmp_path / "rk")
+    np.testing.assert_allclose(load_ranker(tmp_path / "rk", split=s, item_tags=tags, n_tags=nt)[0].score(np.arange(5)),
+                               rk.score(np.arange(5)), rtol=1e-5)
+    (tmp_path / "rk/features.safetensors").write_bytes(b"tampered")
+    with pytest.raises(ArtifactError, match="rk/features.safetensors: sha256 differs"):
+        load_ranker(tmp_path / "rk", split=s, item_tags=tags, n_tags=nt)
+
+
 def test_ranker_reranks_retrieval_candidates():
     s, tags, nt = _data()
     tt = _tt(tags, nt, epochs=4).fit(s.train, s.valid)

@@ -14,7 +14,7 @@ import lightning as L
 import torch
 from safetensors.torch import save_file
 
-from ..artifacts import ArtifactError, read_tensors, save_weights, load_weights
+from ..artifacts import ArtifactError, read_tensors, save_weights, load_weights, verify_manifest, write_manifest
 
 # %% auto #0
 __all__ = ['save_checkpoint', 'load_checkpoint', 'SafetensorsCheckpoint']
@@ -28,7 +28,7 @@ def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict, list]:
 
 def save_checkpoint(out_dir, module: torch.nn.Module, config: dict, optimizer: torch.optim.Optimizer | None = None,
                     state: dict | None = None) -> Path:
-    "Write `model.safetensors`, `config.json`, and for resuming `optimizer.safetensors` + `trainer_state.json`."
+    "Write `model.safetensors`, `config.json`, for resuming `optimizer.safetensors` + `trainer_state.json`, then `manifest.json`."
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_weights(module, out / "model.safetensors")
@@ -39,11 +39,15 @@ def save_checkpoint(out_dir, module: torch.nn.Module, config: dict, optimizer: t
         save_file(tensors, str(out / "optimizer.safetensors"))
         st["param_groups"] = groups
     (out / "trainer_state.json").write_text(json.dumps(st, indent=1, default=str))
+    write_manifest(out, **({"model": config["model"]} if "model" in config else {}))  # last: it vouches for the files above
     return out
 
-def load_checkpoint(ckpt_dir, module: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict:
-    "Load weights (and optimizer state when given) from `ckpt_dir`; returns the trainer state (epoch, step, ...)."
+def load_checkpoint(ckpt_dir, module: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
+                    verify: bool = True,  # check manifest.json first; False only when the caller has just verified it
+                    ) -> dict:
+    "Load weights (and optimizer state when given) from `ckpt_dir` after checking its manifest; returns the trainer state (epoch, step, ...)."
     d = Path(ckpt_dir)
+    if verify: verify_manifest(d)
     load_weights(module, d / "model.safetensors")
     st_path = d / "trainer_state.json"
     try:

@@ -16,7 +16,7 @@ import lightning as L
 import torch
 
 from .callbacks import standard_callbacks
-from ..artifacts import ArtifactError
+from ..artifacts import ArtifactError, verify_manifest
 from .checkpoint import SafetensorsCheckpoint, load_checkpoint
 from .core import TensorDataModule, TrainConfig, make_optimizer, make_trainer
 
@@ -35,7 +35,7 @@ class TaskBase(L.LightningModule):
     def configure_optimizers(self):
         opt = make_optimizer(self.net.parameters(), self.cfg)
         if self._resume_dir is not None:
-            load_checkpoint(self._resume_dir, self.net, opt)
+            load_checkpoint(self._resume_dir, self.net, opt, verify=False)  # `fit_task` verified its manifest before training
         return opt
 
     def val_ndcg(self) -> float:
@@ -66,6 +66,7 @@ def fit_task(task: TaskBase, tensors: dict[str, torch.Tensor], out_dir=None, res
     offset = 0
     if resume_from is not None:
         rd = Path(resume_from)
+        verify_manifest(rd)  # every file against manifest.json before any is read (here and in `configure_optimizers`)
         sp = rd / "trainer_state.json"
         try:
             offset = int(json.loads(sp.read_text())["epoch"])

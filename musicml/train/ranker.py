@@ -166,33 +166,38 @@ class RankerRecommender(Recommender):
         return out
 
     def save(self, out_dir) -> Path:
-        "Write the ranker (`model.safetensors`, `config.json`, `features.safetensors`) and its two-tower retriever (`retriever/`)."
+        "Write the ranker (`model.safetensors`, `config.json`, `features.safetensors`) and its two-tower retriever (`retriever/`); `manifest.json` lists them all."
         from safetensors.torch import save_file
 
+        from musicml.artifacts import record_files
         from musicml.train.checkpoint import save_checkpoint
         from musicml.train.two_tower import TwoTowerRecommender
         out = save_checkpoint(out_dir, self.net_, self.config())
         save_file({"mu": torch.from_numpy(np.asarray(self.mu_, np.float32)), "sd": torch.from_numpy(np.asarray(self.sd_, np.float32))},
                   str(Path(out) / "features.safetensors"))
         if isinstance(self.retriever, TwoTowerRecommender):
-            save_checkpoint(Path(out) / "retriever", self.retriever.net_, self.retriever.config())
+            save_checkpoint(Path(out) / "retriever", self.retriever.net_, self.retriever.config())   # with its own manifest
+        # the ranker's manifest (from save_checkpoint, fields kept) also vouches for every file under retriever/
+        record_files(out, Path(out) / "features.safetensors", *sorted(p for p in (Path(out) / "retriever").rglob("*") if p.is_file()))
         return Path(out)
 
 # %% ../../nbs/46_train.ranker.ipynb #ad15353c
 def load_ranker(art_dir,                       # directory written by `RankerRecommender.save` / `musicml train --model ranker`
                 data_path=None,                # Last.fm 2K directory (default `$MUSICML_DATA`); ignored when `split` is given
                 split=None, item_tags=None, n_tags=None,  # the training split and tag tensors, to skip reloading the dataset
-                data=None):                    # the loaded `LastFM2K` (friends feature), to skip reloading it
-    "Rebuild a saved ranker with its retriever and feature models (refit on the training split); returns `(RankerRecommender, split)`."
+                data=None,                     # the loaded `LastFM2K` (friends feature), to skip reloading it
+                verify: bool = True):          # check manifest.json first; False only when the caller has just verified it
+    "Rebuild a saved ranker with its retriever and feature models (refit on the training split), after checking its manifest; returns `(RankerRecommender, split)`."
     import json
 
-    from musicml.artifacts import ArtifactError, load_weights, read_tensors
+    from musicml.artifacts import ArtifactError, load_weights, read_tensors, verify_manifest
     from musicml.models.two_tower import item_tag_matrix
     from musicml.train.two_tower import load_two_tower
     d = Path(art_dir)
     for f in ("config.json", "model.safetensors", "features.safetensors", "retriever/config.json"):
         if not (d / f).is_file():
             raise ArtifactError(f"{d / f}: file not found (expected a ranker artifact directory)")
+    if verify: verify_manifest(d)  # every file, retriever/ included, against its sha256 (and none unlisted) before any is read
     cfg = json.loads((d / "config.json").read_text())
     if split is None:
         from musicml.data.tasks import load_task
@@ -204,7 +209,9 @@ def load_ranker(art_dir,                       # directory written by `RankerRec
         data = load_lastfm(data_path)
     try: feats = [feature_model(s, data, item_tags).fit(split.train) for s in specs]
     except ValueError as e: raise ArtifactError(f"{d / 'config.json'}: {e}") from None
-    retriever = load_two_tower(d / "retriever", split.train, item_tags, n_tags)
+    # verify=False: the ranker's manifest, checked above, lists every file under retriever/ (`musicml train` adds
+    # retriever/item_embeddings.safetensors after `save`, so retriever/manifest.json alone need not cover it)
+    retriever = load_two_tower(d / "retriever", split.train, item_tags, n_tags, verify=False)
     k = int(cfg.get("ensemble", 1))
     m = RankerRecommender(retriever, item_tags, n_tags, cfg["n_candidates"], cfg["net"]["dim"],
                           train=TrainConfig(**cfg["train"]), feature_models=tuple(feats),

@@ -122,20 +122,26 @@ class SASRecRecommender(Recommender):
         return self.net_.item_vectors().detach().numpy().copy()
 
     def save(self, out_dir) -> Path:
-        "Write `model.safetensors` + `config.json` + the scoring histories (safetensors)."
+        "Write `model.safetensors` + `config.json` + the scoring histories (safetensors), all listed in `manifest.json`."
         from safetensors.torch import save_file
+
+        from musicml.artifacts import record_files
         out = save_checkpoint(out_dir, self.net_, self.config())
         save_file({"offsets": torch.from_numpy(self.history_.offsets), "items": torch.from_numpy(self.history_.items)},
                   str(Path(out) / "history.safetensors"))
+        record_files(out, Path(out) / "history.safetensors")  # the checkpoint's manifest (and its fields), plus this file
         return out
 
 # %% ../../nbs/44_train.sasrec.ipynb #e60d3280
-def load_sasrec(art_dir, train: Interactions) -> SASRecRecommender:
-    "Rebuild a saved `SASRecRecommender` (`train` gives the seen-items matrix) from safetensors + JSON."
+def load_sasrec(art_dir, train: Interactions,
+                verify: bool = True,  # check manifest.json first; False only when the caller has just verified it
+                ) -> SASRecRecommender:
+    "Rebuild a saved `SASRecRecommender` (`train` gives the seen-items matrix) from safetensors + JSON, after checking its manifest."
     import json
 
-    from musicml.artifacts import read_tensors
+    from musicml.artifacts import read_tensors, verify_manifest
     d = Path(art_dir)
+    if verify: verify_manifest(d)  # every file against its sha256 (and none unlisted) before any is read
     cfg = json.loads((d / "config.json").read_text())
     n = cfg["net"]
     m = SASRecRecommender(n["max_len"], n["dim"], n["heads"], n["layers"], n["dropout"], cfg["all_windows"], TrainConfig(**cfg["train"]))

@@ -104,15 +104,18 @@ class TwoTowerRecommender(Recommender):
 def load_two_tower(art_dir,                 # directory with model.safetensors + config.json
                    train: Interactions,     # the training interactions the model was fitted on
                    item_tags: torch.Tensor, # [n_items, T] tag tokens (as given to the constructor)
-                   n_tags: int) -> TwoTowerRecommender:
-    "Rebuild a saved `TwoTowerRecommender` for scoring, from safetensors + JSON (no pickle)."
+                   n_tags: int,
+                   verify: bool = True,     # check manifest.json first; False only when the caller verified it or an enclosing one
+                   ) -> TwoTowerRecommender:
+    "Rebuild a saved `TwoTowerRecommender` for scoring, from safetensors + JSON (no pickle), after checking its manifest."
     import json
     from pathlib import Path
 
-    from musicml.artifacts import ArtifactError, load_weights
+    from musicml.artifacts import ArtifactError, load_weights, verify_manifest
     d = Path(art_dir)
     if not (d / "config.json").is_file():
         raise ArtifactError(f"{d / 'config.json'}: file not found (expected a two-tower artifact directory)")
+    if verify: verify_manifest(d)  # every file against its sha256 (and none unlisted) before any is read
     cfg = json.loads((d / "config.json").read_text())
     if cfg.get("model") != "two_tower":
         raise ArtifactError(f"{d / 'config.json'}: model is {cfg.get('model')!r}, expected 'two_tower'")
