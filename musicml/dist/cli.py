@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 
+from ..artifacts import verify_manifest
 from ..core import require_extra
 
 # %% auto #0
@@ -83,6 +84,7 @@ def run_score(args) -> int:
         loader, kw = load_two_tower_prepared, dict(model_dir=args.model_dir, prepared=args.prepared)
     else:
         loader, kw = load_lastfm_two_tower, dict(model_dir=args.model_dir, data_path=args.data or None)
+    verify_manifest(args.model_dir)                            # before reading any of its files
     n = json.load(open(os.path.join(args.model_dir, "config.json")))["net"]["n_users"]
     if args.ray is None:
         res = score_local(loader, kw, n, args.out, args.k, args.batch_size)

@@ -17,6 +17,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from ..artifacts import verify_manifest
 from .data import load_prepared
 from ..train.core import TrainConfig
 
@@ -96,6 +97,7 @@ def _worker(config: dict):
             shutil.rmtree(resume, ignore_errors=True)
             shutil.copytree(d, resume)
     if resume is not None:
+        verify_manifest(resume)                                # a checkpoint is read only after its manifest verifies
         offset = int(json.loads((Path(resume) / "trainer_state.json").read_text())["epoch"])
     cbs = [ReportCheckpoint(own / "checkpoints" / "last", offset)]
     if config.get("crash") is not None:

@@ -44,7 +44,7 @@ def train_model(model: str, out, recipe: str = "optimized", data_path=None, resu
                 **overrides) -> dict:
     "Train `model` on its task's split (`trainer_factory`: a Lightning `Trainer` of your own, as Ray Train's), evaluate on the test split and write the artifact directory `out`; returns metrics."
     from musicml.eval.evaluator import evaluate, evaluate_sampled
-    from musicml.artifacts import write_manifest
+    from musicml.artifacts import record_files, write_manifest
     from musicml.train.checkpoint import save_checkpoint
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -69,6 +69,7 @@ def train_model(model: str, out, recipe: str = "optimized", data_path=None, resu
     else:  # ranker: weights, feature normalisation and the retriever under retriever/ (feature models are refit on load: `load_ranker`)
         m.save(art)
         save_file({"item_embeddings": m.retriever.item_embeddings()}, str(art / "retriever/item_embeddings.safetensors"))
+        record_files(art / "retriever", art / "retriever/item_embeddings.safetensors")   # retriever/ verifies on its own too
     (art / "metrics.json").write_text(json.dumps(metrics, indent=1, default=float))
     (art / "history.json").write_text(json.dumps(rep["history"], indent=1))
     write_manifest(art, model=model, recipe=recipe, dataset="lastfm-2k", split=s.summary(), environment=environment())
