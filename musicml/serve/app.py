@@ -24,6 +24,7 @@ from fastapi import APIRouter, FastAPI, Header, HTTPException, Query, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from starlette.requests import ClientDisconnect
 from starlette.routing import compile_path
 
 from ..core import get_logger, require_extra, set_threads
@@ -163,7 +164,10 @@ class ObserveMiddleware:
             if _has_body(scope["headers"]): receive = await self._buffered(receive, scope["headers"])
             await self.app(scope, receive, send_)
         except _Refused as e:
-            await error_response(e.status, e.message, headers={"connection": "close"})(scope, receive, send_)
+            if e.status == 499: status[0] = 499                # nginx's "client closed request": counted, not answered
+            else: await error_response(e.status, e.message, headers={"connection": "close"})(scope, receive, send_)
+        except ClientDisconnect:
+            status[0] = status[0] or 499                         # the client left mid-request: nothing to answer
         except Exception:
             log.exception("unhandled error on %s %s", scope["method"], scope["path"], extra={"event": "error"})
             if not status[0]: await error_response(500, "internal error; the request id is in the server log")(scope, receive, send_)
@@ -181,7 +185,7 @@ class ObserveMiddleware:
             async with asyncio.timeout(self.body_timeout):
                 while more:
                     msg = await receive()
-                    if msg["type"] != "http.request": return receive   # the client left: let the app see it
+                    if msg["type"] != "http.request": raise _Refused(499, "client closed the request")   # nobody to answer
                     size += len(msg.get("body", b"")); more = msg.get("more_body", False)
                     if size > self.max_body: raise _Refused(413, f"request body over {self.max_body} bytes")
                     chunks.append(msg.get("body", b""))
