@@ -17,7 +17,7 @@ rc=0
 for t in $targets; do
   mkdir -p "$out/$t"
   echo "-- inference report, target $t (tiny model, small iteration counts)"
-  papermill benchmarks_nbs/inference_targets.ipynb "$out/$t/inference_targets.ipynb" -k python3 --cwd . --no-progress-bar \
+  papermill benchmarks_nbs/inference_targets.ipynb "$out/$t/inference_targets.ipynb" -k musicml --cwd . --no-progress-bar \
     -p target "$t" -p train_budget_s 0 -p batch_sizes "1,16" -p iterations 200 -p min_time_s 0.1 -p p99_bound_ms 0 -p output_dir "$out/$t" \
     >"$out/$t/papermill.log" 2>&1 || { echo "FAIL: inference report for $t (see $out/$t/papermill.log)" >&2; tail -20 "$out/$t/papermill.log" >&2; rc=1; continue; }
   base="benchmarks_nbs/baselines/inference_${t}_tiny.json"

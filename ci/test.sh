@@ -15,6 +15,11 @@ if ! command -v promtool >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get 
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null) \
     || echo "warning: could not install promtool; alert-rule checks will be skipped"
 fi
+# chromium (Debian's package) renders the benchmark dashboard in tests/test_dashboard.py; those tests skip without it.
+if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null) \
+    || echo "warning: could not install chromium; the dashboard screenshot tests will be skipped"
+fi
 echo "== notebook hygiene"; bash ci/check_nbs.sh
 echo "== ruff"; ruff check musicml tests
 echo "== nbdev-test"; nbdev-test --n-workers 2 --timing

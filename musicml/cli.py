@@ -15,7 +15,7 @@ from .core import MissingExtra, require_extra
 from .data.datasets import DATASETS
 
 # %% auto #0
-__all__ = ['PLUGINS', 'EXTRA_OF', 'data_info', 'evaluate_cmd', 'build_parser', 'missing_extra', 'add_plugins', 'main']
+__all__ = ['PLUGINS', 'EXTRA_OF', 'data_info', 'evaluate_cmd', 'card_cmd', 'build_parser', 'missing_extra', 'add_plugins', 'main']
 
 # %% ../nbs/90_cli.ipynb #169f7f73
 def _table(rows: list[tuple[str, object]]) -> str:
@@ -66,6 +66,11 @@ PLUGINS = {                                   # module -> (the subcommand it add
     "musicml.search.cli": ("search", "search"), "musicml.experiment.cli": ("experiment", "experiment"),
     "musicml.train.cli": ("train", "train"), "musicml.serve.cli": ("serve", "serve"), "musicml.dist.cli": ("score", "dist")}
 
+def card_cmd(args) -> int:
+    "`musicml card DIR`: the stored MODEL_CARD.md (its sha256 checked) or one rendered from the verified manifest."
+    from musicml.recipes.cards import card_text
+    sys.stdout.write(card_text(args.artifact)); return 0
+
 def build_parser() -> argparse.ArgumentParser:
     "The `musicml` argument parser with every available subcommand."
     p = argparse.ArgumentParser(prog="musicml", description="Music recommendation workbench")
@@ -85,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data-dir", help="data root (default: $MUSICML_DATA or the download cache)")
     ev.add_argument("--track", action="store_true", help="log the run to MLflow (needs the [experiment] extra)")
     ev.set_defaults(func=evaluate_cmd)
+    card = sub.add_parser("card", help="print the model card of a `musicml train` artifact or a serving bundle")
+    card.add_argument("artifact", help="artifact directory (e.g. artifacts/sasrec/model) or bundle directory (models/<version>)")
+    card.set_defaults(func=card_cmd)
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
     from musicml.optimize.cli import add_parser as add_optimize_parser
     from musicml.bench.cli import add_parser as add_inference

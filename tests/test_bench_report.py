@@ -12,7 +12,7 @@ NB = str(ROOT / "benchmarks_nbs/inference_targets.ipynb")
 
 def _run(tmp_path, **params):
     pm.execute_notebook(NB, str(tmp_path / "out.ipynb"), parameters=dict(output_dir=str(tmp_path), **params),
-                        kernel_name="python3", progress_bar=False, cwd=str(ROOT))
+                        kernel_name="musicml", progress_bar=False, cwd=str(ROOT))
     return json.loads((tmp_path / f"inference_{params['target']}.json").read_text())
 
 

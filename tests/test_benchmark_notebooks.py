@@ -10,7 +10,7 @@ from conftest import ROOT
 def test_model_quality_report(data_dir, tmp_path):
     pm.execute_notebook(str(ROOT / "benchmarks_nbs/model_quality.ipynb"), str(tmp_path / "out.ipynb"),
                         parameters=dict(models="pop,itemknn", grid="default", output_dir=str(tmp_path)),
-                        kernel_name="python3", progress_bar=False, cwd=str(ROOT))
+                        kernel_name="musicml", progress_bar=False, cwd=str(ROOT))
     res = json.loads((tmp_path / "model_quality.json").read_text())
     assert set(res["models"]) == {"pop", "itemknn"}
     assert (tmp_path / "leaderboard.png").stat().st_size > 10_000
@@ -22,7 +22,7 @@ def test_training_efficiency_report_smoke(data_dir, tmp_path):
     "Both SASRec recipes for a few seconds each: the report's JSON, baseline comparison and plot are produced."
     pm.execute_notebook(str(ROOT / "benchmarks_nbs/training_efficiency.ipynb"), str(tmp_path / "out.ipynb"),
                         parameters=dict(budget_minutes=0.15, scaling=False, output_dir=str(tmp_path)),
-                        kernel_name="python3", progress_bar=False, cwd=str(ROOT))
+                        kernel_name="musicml", progress_bar=False, cwd=str(ROOT))
     res = json.loads((tmp_path / "training_efficiency_sasrec.json").read_text())
     assert set(res["summary"]) == {"reference", "optimized", "baseline_most_popular"}
     for name in ("reference", "optimized"):
@@ -40,7 +40,7 @@ def test_compression_report_smoke(data_dir, tmp_path):
                         parameters=dict(teacher_dim=32, teacher_epochs=1, distill_epochs=1, finetune_epochs=1,
                                         structured_sparsities=0.5, magnitude_sparsities=0.5, latency_queries=30,
                                         output_dir=str(tmp_path)),
-                        kernel_name="python3", progress_bar=False, cwd=str(ROOT))
+                        kernel_name="musicml", progress_bar=False, cwd=str(ROOT))
     res = json.loads((tmp_path / "compression.json").read_text())
     assert {(r["method"], r["sparsity"]) for r in res["sweep"]} == {("structured", 0.0), ("structured", 0.5),
                                                                    ("magnitude", 0.0), ("magnitude", 0.5)}

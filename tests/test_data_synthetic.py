@@ -36,7 +36,7 @@ def test_probe_reports_failures():
 
 def test_data_memory_notebook_small(tmp_path):
     out = tmp_path / "report"
-    cmd = [sys.executable, "-m", "papermill", str(NB), str(out / "data_memory.ipynb"), "-k", "python3",
+    cmd = [sys.executable, "-m", "papermill", str(NB), str(out / "data_memory.ipynb"), "-k", "musicml",
            "-p", "output_dir", str(out), "-p", "synthetic_sizes", "[1000, 100000]", "-p", "repeats", "1"]
     out.mkdir()
     subprocess.run(cmd, check=True, cwd=tmp_path, capture_output=True, timeout=600)

@@ -12,7 +12,7 @@ DATA = os.environ.get("MUSICML_DATA")
 
 def _run(name, tmp_path, **params):
     pm.execute_notebook(str(ROOT / f"{name}.ipynb"), str(tmp_path / f"{name}.ipynb"), parameters=dict(output_dir=str(tmp_path), **params),
-                        kernel_name="python3", progress_bar=False, cwd=str(tmp_path))
+                        kernel_name="musicml", progress_bar=False, cwd=str(tmp_path))
     return json.loads((tmp_path / f"{name}.json").read_text())
 
 

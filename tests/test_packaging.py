@@ -70,3 +70,32 @@ print(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "lightning",
     assert p.returncode == 0, p.stderr[-3000:]
     assert p.stdout.strip().splitlines()[-1] == "[]"
     assert subprocess.run([py, "-c", "import torch"], capture_output=True).returncode != 0   # really not installed
+
+
+def _closure(extra: str) -> set[str]:
+    "Normalised names of every distribution `musicml[extra]` pulls in, read from the installed metadata (markers evaluated)."
+    from importlib.metadata import PackageNotFoundError, requires
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+    seen, todo = set(), [("musicml", frozenset({extra}))]
+    while todo:
+        name, extras = todo.pop()
+        try: reqs = requires(name) or []
+        except PackageNotFoundError: continue                    # an optional dependency not installed here
+        for r in map(Requirement, reqs):
+            if r.marker and not any(r.marker.evaluate({"extra": e}) for e in (extras or {""})): continue
+            n = canonicalize_name(r.name)
+            if (n, frozenset(r.extras)) not in seen and n != "musicml":
+                seen.add((n, frozenset(r.extras))); todo.append((n, frozenset(r.extras)))
+    return {n for n, _ in seen}
+
+
+def test_serve_install_pulls_no_training_or_notebook_stack():
+    "What `pip install musicml[serve]` resolves to (this venv's metadata): no torch, Lightning, Jupyter or plotting."
+    serve, lab = _closure("serve"), _closure("lab")
+    assert {"fastapi", "uvicorn", "onnxruntime", "faiss-cpu", "prometheus-client"} <= serve
+    heavy = {"torch", "lightning", "pytorch-lightning", "matplotlib", "jupyterlab", "notebook", "ipykernel", "nbdev",
+             "papermill", "transformers", "ray", "mlflow", "executorch"}
+    assert not serve & heavy, sorted(serve & heavy)
+    assert {"jupyterlab", "ipykernel"} <= lab                       # the closure reader does see heavy stacks

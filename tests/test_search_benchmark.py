@@ -12,7 +12,7 @@ def test_search_quality_report(data_dir, tmp_path):
                         parameters=dict(max_docs=300, n_tag_queries=5, n_aspect_queries=10, query_backends="fp32",
                                         encoder_backends="fp32,onnx-int8", encoder_docs=120, ann_kinds="hnsw", n_boot=100,
                                         output_dir=str(tmp_path), data_dir=str(data_dir)),
-                        kernel_name="python3", progress_bar=False, cwd=str(ROOT))
+                        kernel_name="musicml", progress_bar=False, cwd=str(ROOT))
     res = json.loads((tmp_path / "search_quality.json").read_text())
     assert set(res["quality"]["fp32"]) == {"lastfm-tags", "musiccaps-aspects"}
     assert set(res["quality"]["fp32"]["musiccaps-aspects"]) == {"bm25", "dense", "hybrid", "hybrid-rrf"}

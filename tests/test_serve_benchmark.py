@@ -16,7 +16,7 @@ def test_serving_load_notebook(tmp_path):
     pm.execute_notebook(str(ROOT / "benchmarks_nbs/serving_load.ipynb"), str(tmp_path / "out.ipynb"),
                         parameters=dict(models_dir=str(tmp_path / "models"), rps=40.0, duration=2.0, sweep_rps="20,40",
                                         sweep_duration=1.5, warmup=1.0, output_dir=str(tmp_path)),
-                        kernel_name="python3", progress_bar=False, cwd=str(ROOT))
+                        kernel_name="musicml", progress_bar=False, cwd=str(ROOT))
     res = json.loads((tmp_path / "serving_load.json").read_text())
     assert set(res["sweep"]) == {"on", "off"} and res["main"]["requests"] == 80
     assert res["environment"]["cores"] >= 1 and set(res["model_path"]) == {"1", "4", "16", "32"}

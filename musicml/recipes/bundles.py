@@ -8,6 +8,7 @@ Docs: https://musicml.github.io/musicml/recipes.bundles.html.md"""
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from pathlib import Path
 
@@ -15,7 +16,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..artifacts import ArtifactError, sha256_file
+from ..core import environment
 from ..data.interactions import Interactions, positions
+from .cards import anchors, data_card, protocol_text, result_record, write_card
 from .registry import BASELINES, SERVING_PARAMS
 from ..models.baselines import EASE
 from ..models.side_info import FriendsListen, TagProfile
@@ -24,8 +27,22 @@ from ..serve.registry import check_roles, write_bundle
 from ..serve.stages import EASERetriever, EmbeddingRetriever, FriendsStage, ItemKNNRetriever, TagProfileStage
 
 # %% auto #0
-__all__ = ['SERVED', 'fit_baseline', 'build_artifacts', 'build_lastfm_artifacts', 'trained_stages', 'build_trained_artifacts',
-           'build_synthetic_artifacts', 'build_synthetic_trained_artifacts']
+__all__ = ['SERVED', 'offline_results', 'fit_baseline', 'build_artifacts', 'build_lastfm_artifacts', 'trained_stages',
+           'build_trained_artifacts', 'build_synthetic_artifacts', 'build_synthetic_trained_artifacts']
+
+# %% ../../nbs/88c_recipes.bundles.ipynb #f3fc2b66
+def offline_results(split,                   # a `Split` of the log the bundle is built from
+                    names=("itemknn", "als"),  # baselines to evaluate
+                    params: dict | None = None, # per-baseline constructor arguments
+                    task: str = "plays", dataset: str = "") -> dict:
+    "Each baseline's configuration fitted on `split.train` and evaluated on `split.test`, with the most-popular anchor: what a bundle's card shows."
+    from musicml.eval.evaluator import evaluate
+    from musicml.models.baselines import Popularity
+    p, ex = {**SERVING_PARAMS, **(params or {})}, [split.train, split.valid]
+    res = {n: result_record(evaluate(BASELINES[n](**p[n]).fit(split.train), split.test, ex)) for n in dict.fromkeys(names)}
+    pop = {"most popular": result_record(evaluate(Popularity().fit(split.train), split.test, ex))}
+    return {"task": task, "split": split.summary(), "protocol": protocol_text(split.summary()), "results": res,
+            "anchors": anchors(dataset, task, pop)}
 
 # %% ../../nbs/88c_recipes.bundles.ipynb #0a051d70
 SERVED = {"itemknn": ItemKNNRetriever, "als": EmbeddingRetriever, "ease": EASERetriever}  # baseline -> its serving stage
@@ -47,6 +64,8 @@ def build_artifacts(train: Interactions,                # training interactions 
                     ranker=None,                        # a ranking stage (default: `BlendRanker` over all retrievers)
                     features=(),                        # baselines fitted on `train` that only score (ranker features, /similar)
                     export: bool = True,                # export trained networks to ONNX (served by ONNX Runtime)
+                    evaluate_on=None,                   # a `Split` of the same log: each baseline's configuration is evaluated on it for the card
+                    reproduce: str | None = None,       # the command that rebuilds this bundle (shown in its card)
                    ) -> Path:
     "Fit the chosen baselines on `train`, add the ready stages, and write a verified serving bundle; returns its directory."
     bad = [r for r in (*retrievers, *features) if r not in SERVED]
@@ -58,20 +77,29 @@ def build_artifacts(train: Interactions,                # training interactions 
     for r in (*retrievers, *features):
         t = time.perf_counter(); st = fit_baseline(r, train, p[r])
         stages[r] = (st, roles[r], {"params": p[r], "fit_s": round(time.perf_counter() - t, 3)})
-    return write_bundle(train, out, {**stages, **extra}, ranker, item_names, tags, version, data, export, weights)
+    data = {**(data or {}), "environment": environment(with_torch=False), "reproduce": reproduce}
+    data["data_card"] = data_card(data.get("dataset", "not recorded"), data.get("path"))
+    if evaluate_on is not None: data["offline"] = offline_results(evaluate_on, (*retrievers, *features), p, data.get("task", "plays"), data.get("dataset", ""))
+    return write_bundle(train, out, {**stages, **extra}, ranker, item_names, tags, version, data, export, weights, finish=write_card)
 
 # %% ../../nbs/88c_recipes.bundles.ipynb #66b552fb
 def build_lastfm_artifacts(out: Path,                 # models directory
                            data_dir: str | None = None,  # Last.fm 2K folder (default: $MUSICML_DATA)
+                           evaluate: bool = True,        # evaluate each baseline's configuration on the plays task's split (for the card)
                            **kw) -> Path:
     "`build_artifacts` on all Last.fm 2K plays, with artist names and the artist x tag matrix."
     from musicml.data.interactions import artist_tag_matrix, lastfm_plays
     from musicml.data.lastfm import load_lastfm
+    from musicml.data.tasks import load_task
     d = load_lastfm(data_dir); x = lastfm_plays(d)
+    if set(kw) <= {"retrievers", "version"}:                     # the command line says the same
+        kw["reproduce"] = shlex.join(["musicml", "serve", "build-artifacts", "--out", str(out), "--retrievers",
+                                      ",".join(kw.get("retrievers", ("itemknn", "als"))), *(["--version", kw["version"]] if kw.get("version") else [])])
+    if evaluate: kw["evaluate_on"] = load_task("plays", data=d)[1]
     names = dict(zip(d.artists["artist_id"].tolist(), d.artists["name"].tolist()))
     item_names = np.array([str(names.get(int(i), "")) for i in x.item_ids])
     return build_artifacts(x, out, item_names=item_names, tags=artist_tag_matrix(d, x.item_ids),
-                           data={"dataset": "lastfm-2k", "path": str(d.path)}, **kw)
+                           data={"dataset": "lastfm-2k", "path": str(d.path), "task": "plays"}, **kw)
 
 # %% ../../nbs/88c_recipes.bundles.ipynb #a23becaa
 def trained_stages(x: Interactions,        # the bundle's interactions (its user and artist id maps)
@@ -123,7 +151,8 @@ def build_trained_artifacts(out: Path,                  # models directory
     def checked(a, model):
         m = verify_manifest(a)                                   # every file against its sha256
         if m.get("model") != model: raise ArtifactError(f"{Path(a) / 'manifest.json'}: model is {m.get('model')!r}, expected {model!r}")
-        return {"dir": str(a), "recipe": m.get("recipe"), "created": m.get("created"), "manifest_sha256": sha256_file(Path(a) / "manifest.json")}
+        return {"dir": str(a), "recipe": m.get("recipe"), "created": m.get("created"), "manifest_sha256": sha256_file(Path(a) / "manifest.json"),
+                **{k: m[k] for k in ("evaluation", "anchors", "protocol", "reproduce") if k in m}}   # what the bundle's card shows of it
     prov = {"ranker": checked(ranker_dir, "ranker")}
     _, split = load_task("ranker", data=d)                       # the split `musicml train --model ranker` trains on
     want = json.loads((Path(ranker_dir) / "manifest.json").read_text()).get("split")
@@ -140,9 +169,12 @@ def build_trained_artifacts(out: Path,                  # models directory
     stages, ranker = trained_stages(x, rk, sas, seqs, ranker_members)
     prov["ranker"]["served_members"] = ranker.members
     names = dict(zip(d.artists["artist_id"].tolist(), d.artists["name"].tolist()))
+    cmd = ["musicml", "serve", "build-artifacts", "--out", str(out), "--ranker", str(ranker_dir), *(["--sasrec", str(sasrec_dir)] if sasrec_dir else []),
+           *(["--ranker-members", str(ranker_members)] if ranker_members else []), *(["--version", version] if version else [])]
     return build_artifacts(x, out, (), item_names=np.array([str(names.get(int(i), "")) for i in x.item_ids]),
                            tags=artist_tag_matrix(d, x.item_ids), version=version, extra_stages=stages, ranker=ranker,
-                           features=("itemknn",), export=export, data={"dataset": "lastfm-2k", "path": str(d.path), "artifacts": prov})
+                           features=("itemknn",), export=export, data={"dataset": "lastfm-2k", "path": str(d.path), "artifacts": prov},
+                           reproduce=shlex.join(cmd) if export else None)
 
 # %% ../../nbs/88c_recipes.bundles.ipynb #0d4ee4c0
 def _synthetic(n_users, n_items, n_interactions, seed):
@@ -161,11 +193,15 @@ def build_synthetic_artifacts(out: Path,            # models directory
                               n_users: int = 300, n_items: int = 1000, n_interactions: int = 15_000, seed: int = 0,
                               retrievers=("itemknn", "als")) -> Path:
     "`build_artifacts` on a small synthetic listening log with genre tags (fast)."
+    from musicml.data.splits import random_split
     _, x, tags, _, names = _synthetic(n_users, n_items, n_interactions, seed)
     return build_artifacts(x, out, retrievers, item_names=names, tags=tags, version=version,
                            params={"als": {"factors": 16, "iterations": 5}, "itemknn": {"k": 50, "shrink": 10.0}},
                            data={"dataset": "synthetic", "config": {"n_users": n_users, "n_items": n_items,
-                                                                    "n_interactions": n_interactions, "seed": seed}})
+                                                                    "n_interactions": n_interactions, "seed": seed}},
+                           evaluate_on=random_split(x, seed=seed), reproduce="python -c " + shlex.quote(
+                               "from musicml.recipes.bundles import build_synthetic_artifacts; build_synthetic_artifacts("
+                               f"{str(out)!r}, n_users={n_users}, n_items={n_items}, n_interactions={n_interactions}, seed={seed}, retrievers={tuple(retrievers)!r})"))
 
 def build_synthetic_trained_artifacts(out: Path, version: str | None = None, n_users: int = 300, n_items: int = 1000,
                                       n_interactions: int = 15_000, seed: int = 0, epochs: int = 3, export: bool = True) -> Path:

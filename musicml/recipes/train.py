@@ -45,6 +45,9 @@ def train_model(model: str, out, recipe: str = "optimized", data_path=None, resu
     "Train `model` on its task's split (`trainer_factory`: a Lightning `Trainer` of your own, as Ray Train's), evaluate on the test split and write the artifact directory `out`; returns metrics."
     from musicml.eval.evaluator import evaluate, evaluate_sampled
     from musicml.artifacts import record_files, write_manifest
+    from musicml.models.baselines import Popularity
+    from musicml.data.tasks import MODEL_TASK
+    from musicml.recipes.cards import card_fields, reproduce_command, write_card
     from musicml.train.checkpoint import save_checkpoint
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -54,9 +57,10 @@ def train_model(model: str, out, recipe: str = "optimized", data_path=None, resu
     m.fit(s.train, s.valid, out_dir=out, resume_from=resume_from, trainer_factory=trainer_factory)
     fit_s = time.perf_counter() - t0
     exclude = [s.train, s.valid]
-    metrics = {"test_full": evaluate(m, s.test, exclude).metrics}
+    test = {"test_full": evaluate(m, s.test, exclude)}
     if model == "sasrec":
-        metrics["test_sampled100"] = evaluate_sampled(m, s.test, exclude).metrics
+        test["test_sampled100"] = evaluate_sampled(m, s.test, exclude)
+    metrics = {k: r.metrics for k, r in test.items()}
     rep = m.report_.to_dict()
     metrics.update(best_val_ndcg10=rep["best_ndcg"], epochs=rep["epochs"], fit_s=fit_s, throughput=rep["throughput"])
     art = out / "model"
@@ -72,5 +76,10 @@ def train_model(model: str, out, recipe: str = "optimized", data_path=None, resu
         record_files(art / "retriever", art / "retriever/item_embeddings.safetensors")   # retriever/ verifies on its own too
     (art / "metrics.json").write_text(json.dumps(metrics, indent=1, default=float))
     (art / "history.json").write_text(json.dumps(rep["history"], indent=1))
-    write_manifest(art, model=model, recipe=recipe, dataset="lastfm-2k", split=s.summary(), environment=environment())
+    measured = {"most popular": evaluate(Popularity().fit(s.train), s.test, exclude)}   # the anchor on the same split
+    training = {k: metrics[k] for k in ("epochs", "fit_s", "best_val_ndcg10", "throughput")}
+    write_manifest(art, environment=environment(), **card_fields(
+        model, recipe, "lastfm-2k", getattr(d, "path", data_path), s.summary(), MODEL_TASK[model], test, measured, training,
+        reproduce_command(model, out, recipe, data_path, **overrides)))
+    write_card(art)                                            # MODEL_CARD.md, rendered from that manifest and recorded in it
     return metrics

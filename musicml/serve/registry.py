@@ -70,6 +70,7 @@ def write_bundle(train: Interactions,        # training interactions (weights = 
                  data: dict | None = None,              # provenance recorded in the manifest
                  export: bool = True,                   # export trained networks to ONNX (served by ONNX Runtime)
                  weights: dict | None = None,           # blend ranker weights per retriever (default 1 each)
+                 finish=None,                           # f(directory) run on the complete bundle before it is renamed into place
                 ) -> Path:
     "Write ready stages as a verified serving bundle (written under a hidden name, renamed into place); returns its directory."
     stages = {k: (v if isinstance(v, tuple) else (v, "retriever")) for k, v in stages.items()}
@@ -97,6 +98,7 @@ def write_bundle(train: Interactions,        # training interactions (weights = 
     write_manifest(tmp, **meta)
     save_arrays(tmp / GOLDEN, **probe(load_bundle(tmp, sense=False)))   # what loading must reproduce (`sense_check`)
     write_manifest(tmp, **meta)
+    if finish is not None: finish(tmp)                          # e.g. its model card, recorded in the manifest
     os.rename(tmp, out / version)
     return out / version
 
