@@ -18,8 +18,8 @@ from torch import nn
 from ..data.interactions import Sequences
 
 # %% auto #0
-__all__ = ['SASRecConfig', 'CausalSelfAttention', 'Block', 'SASRec', 'bce_loss', 'softmax_loss', 'sampled_softmax_loss',
-           'sequence_windows', 'last_tokens']
+__all__ = ['SASRecConfig', 'CausalSelfAttention', 'Block', 'PaperBlock', 'xavier_init_', 'SASRec', 'bce_loss', 'softmax_loss',
+           'sampled_softmax_loss', 'sequence_windows', 'last_tokens']
 
 # %% ../../nbs/32_models.sasrec.ipynb #d598a2be
 @dataclass
@@ -31,6 +31,8 @@ class SASRecConfig:
     heads: int = 2          # attention heads
     layers: int = 2         # transformer blocks
     dropout: float = 0.2    # dropout on embeddings, attention and FFN
+    block: str = "pre_ln"   # "pre_ln" (ours) or "paper" (the public implementation's block)
+    init: str = "normal"    # "normal" (ours) or "xavier" (the public implementation's)
 
 class CausalSelfAttention(nn.Module):
     "Multi-head causal self-attention via `scaled_dot_product_attention`."
@@ -41,9 +43,14 @@ class CausalSelfAttention(nn.Module):
         self.heads, self.dropout = heads, dropout
         self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
 
-    def forward(self, x):                                        # x [b, L, d]
+    def forward(self, x, kv=None):                               # x [b, L, d]; kv: keys/values input when not x
         b, L, d = x.shape
-        q, k, v = self.qkv(x).view(b, L, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)  # each [b, h, L, d/h]
+        if kv is not None:                                       # the paper block: query from LN(x), keys/values from x
+            w, bias = self.qkv.weight, self.qkv.bias
+            q = F.linear(x, w[:d], bias[:d]).view(b, L, self.heads, d // self.heads).transpose(1, 2)
+            k, v = F.linear(kv, w[d:], bias[d:]).view(b, L, 2, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        else:
+            q, k, v = self.qkv(x).view(b, L, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)  # each [b, h, L, d/h]
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
         return self.proj(y.transpose(1, 2).reshape(b, L, d))    # [b, L, d]
 
@@ -59,6 +66,26 @@ class Block(nn.Module):
         x = x + self.drop(self.attn(self.ln1(x)))
         return x + self.drop(self.ffn(self.ln2(x)))
 
+# %% ../../nbs/32_models.sasrec.ipynb #4f9bbf26
+class PaperBlock(nn.Module):
+    "The public SASRec block: q = LN(x); x = q + attn(q, x, x); x = LN(x); x = x + ffn(x); padding rows zeroed."
+    def __init__(self, dim: int, heads: int, dropout: float):
+        super().__init__()
+        self.ln1, self.attn, self.ln2 = nn.LayerNorm(dim), CausalSelfAttention(dim, heads, dropout), nn.LayerNorm(dim)
+        self.ffn = nn.Sequential(nn.Linear(dim, dim), nn.Dropout(dropout), nn.ReLU(), nn.Linear(dim, dim), nn.Dropout(dropout))
+
+    def forward(self, x, keep):                                  # x [b, L, d], keep [b, L, 1] (1 = a real item)
+        q = self.ln1(x)
+        x = self.ln2(q + self.attn(q, kv=x))
+        return (x + self.ffn(x)) * keep
+
+def xavier_init_(net: nn.Module):
+    "Xavier-normal on every parameter of rank >= 2 (embeddings included), attention biases at zero, padding rows at zero."
+    for name, p in net.named_parameters():
+        if p.dim() >= 2: nn.init.xavier_normal_(p)
+        elif name.endswith(("attn.qkv.bias", "attn.proj.bias")): nn.init.zeros_(p)
+
+
 # %% ../../nbs/32_models.sasrec.ipynb #490d07e7
 class SASRec(nn.Module):
     "Item + position embeddings -> causal blocks -> final LN; scores are dot products with the item table."
@@ -68,17 +95,25 @@ class SASRec(nn.Module):
         self.item_emb = nn.Embedding(cfg.n_items + 1, cfg.dim, padding_idx=0)
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.dim)
         self.drop = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(Block(cfg.dim, cfg.heads, cfg.dropout) for _ in range(cfg.layers))
+        if cfg.block not in ("pre_ln", "paper") or cfg.init not in ("normal", "xavier"):
+            raise ValueError(f"SASRecConfig: block must be 'pre_ln' or 'paper' (got {cfg.block!r}), "
+                             f"init 'normal' or 'xavier' (got {cfg.init!r})")
+        blk = PaperBlock if cfg.block == "paper" else Block
+        self.blocks = nn.ModuleList(blk(cfg.dim, cfg.heads, cfg.dropout) for _ in range(cfg.layers))
         self.ln = nn.LayerNorm(cfg.dim)
-        nn.init.normal_(self.item_emb.weight, std=cfg.dim ** -0.5)
-        nn.init.normal_(self.pos_emb.weight, std=0.02)
+        if cfg.init == "xavier":
+            xavier_init_(self)
+        else:
+            nn.init.normal_(self.item_emb.weight, std=cfg.dim ** -0.5)
+            nn.init.normal_(self.pos_emb.weight, std=0.02)
         with torch.no_grad():
             self.item_emb.weight[0].zero_()
 
     def forward(self, tokens):                                   # tokens [b, L] int64, 0 = padding, left-padded
         x = self._embed(tokens)                                  # [b, L, d]
+        keep = (tokens > 0).unsqueeze(-1).to(x.dtype)
         for blk in self.blocks:
-            x = blk(x)
+            x = blk(x, keep) if self.cfg.block == "paper" else blk(x)
         return self.ln(x)                                        # [b, L, d]
 
     def _embed(self, tokens):
@@ -88,6 +123,8 @@ class SASRec(nn.Module):
 
     def last_state(self, tokens):                                # tokens [b, L] -> [b, d] = forward(tokens)[:, -1]
         "The last position's output only (inference): the final block computes attention and FFN for that position alone."
+        if self.cfg.block == "paper":
+            return self.forward(tokens)[:, -1]
         x = self._embed(tokens)
         for blk in self.blocks[:-1]:
             x = blk(x)

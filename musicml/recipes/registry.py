@@ -30,7 +30,11 @@ SERVING_PARAMS = {"itemknn": {"k": 100, "shrink": 10.0}, "als": {"factors": 64, 
 # %% ../../nbs/88_recipes.registry.ipynb #4b3669d4
 RECIPES = {
     "sasrec": {
-        "reference": dict(model=dict(all_windows=False), train=dict(loss="bce", batch_size=128, lr=1e-3, scale_lr=False)),
+        # the public implementation's recipe (pmixer/SASRec.pytorch, --maxlen 50): its block and init, hidden 50, 2 blocks,
+        # 1 head, dropout 0.2, Adam(1e-3, betas 0.9/0.98), batch 128, one negative per position outside the row's items, BCE
+        "reference": dict(model=dict(all_windows=False, dim=50, heads=1, layers=2, dropout=0.2, block="paper", init="xavier"),
+                          train=dict(loss="bce", batch_size=128, lr=1e-3, scale_lr=False, betas=(0.9, 0.98),
+                                     max_epochs=200, val_every=10)),
         "optimized": dict(model=dict(all_windows=True, dropout=0.5),
                           train=dict(loss="sampled", n_negatives=1024, logq=True, batch_size=128, lr=4e-3, base_batch_size=128,
                                      weight_decay=1.0, lr_decay="linear", max_epochs=40)),

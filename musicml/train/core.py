@@ -27,6 +27,7 @@ class TrainConfig:
     base_batch_size: int = 128      # batch size `lr` was tuned for
     scale_lr: bool = True           # scale lr linearly with batch_size / base_batch_size
     weight_decay: float = 0.0       # AdamW decoupled weight decay
+    betas: tuple = (0.9, 0.999)     # Adam(W) moment decay rates
     lr_decay: str = "none"          # "linear": decay to 0 at the end of the budget (training time), else of max_steps/max_epochs
     precision: str = "32"           # "32" or "bf16-mixed"
     compile: bool = False           # torch.compile the network
@@ -124,10 +125,12 @@ def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     params = [p for p in params if p.requires_grad]
     if cfg.fused:
         try:
-            return torch.optim.AdamW(params, lr=cfg.effective_lr, weight_decay=cfg.weight_decay, fused=True)
+            return torch.optim.AdamW(params, lr=cfg.effective_lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
+                                     fused=True)
         except (RuntimeError, ValueError):
             pass
-    return torch.optim.AdamW(params, lr=cfg.effective_lr, weight_decay=cfg.weight_decay, foreach=True)
+    return torch.optim.AdamW(params, lr=cfg.effective_lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
+                             foreach=True)
 
 # %% ../../nbs/40_train.core.ipynb #c9ba71a2
 def make_trainer(cfg: TrainConfig, callbacks: list | None = None, max_epochs: int | None = None) -> L.Trainer:

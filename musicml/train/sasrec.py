@@ -23,7 +23,19 @@ from ..models.sasrec import SASRecConfig, SASRec, bce_loss, softmax_loss, sample
 from ..models.base import Recommender
 
 # %% auto #0
-__all__ = ['SASRecTask', 'SASRecRecommender', 'load_sasrec']
+__all__ = ['window_negatives', 'SASRecTask', 'SASRecRecommender', 'load_sasrec']
+
+# %% ../../nbs/44_train.sasrec.ipynb #6e04c16a
+def window_negatives(inp, tgt, n_items: int, rounds: int = 8):  # inp [b, L] tokens (item + 1, 0 = pad), tgt [b, L] items or -1
+    "One uniform negative item per position `[b, L]`, redrawn (up to `rounds` times) where it equals an item of its row."
+    row = torch.cat([inp - 1, tgt], 1)                           # [b, 2L] the row's items (-1 / -2 never match)
+    neg = torch.randint(0, n_items, tgt.shape, device=tgt.device)
+    for _ in range(rounds):
+        hit = (neg.unsqueeze(-1) == row.unsqueeze(1)).any(-1)   # [b, L]
+        if not hit.any(): break
+        neg = torch.where(hit, torch.randint(0, n_items, tgt.shape, device=tgt.device), neg)
+    return neg
+
 
 # %% ../../nbs/44_train.sasrec.ipynb #f1df5c98
 class SASRecTask(TaskBase):
@@ -42,7 +54,7 @@ class SASRecTask(TaskBase):
         hs, pos = h[mask], batch["tgt"][mask]                    # [n, d], [n]
         W = self.net.item_vectors()                              # [N, d]
         if self.cfg.loss == "bce":
-            loss = bce_loss(hs, W, pos, torch.randint(0, len(W), pos.shape, device=pos.device))
+            loss = bce_loss(hs, W, pos, window_negatives(batch["inp"], batch["tgt"], len(W))[mask])
         elif self.cfg.loss == "softmax":
             loss = softmax_loss(hs, W, pos)
         else:
@@ -71,13 +83,14 @@ class SASRecRecommender(Recommender):
     "Next-item recommender: SASRec trained by `fit_task` with the loss and efficiency knobs of a `TrainConfig`."
     name = "sasrec"
     def __init__(self, max_len: int = 50, dim: int = 64, heads: int = 2, layers: int = 2, dropout: float = 0.2,
-                 all_windows: bool = True, train: TrainConfig | None = None):
+                 all_windows: bool = True, train: TrainConfig | None = None, block: str = "pre_ln", init: str = "normal"):
         self.max_len, self.dim, self.heads, self.layers, self.dropout = max_len, dim, heads, layers, dropout
+        self.block, self.init = block, init
         self.all_windows, self.train = all_windows, train or TrainConfig()
         self.report_: TrainReport | None = None
 
     def _net_config(self, n_items: int) -> SASRecConfig:
-        return SASRecConfig(n_items, self.max_len, self.dim, self.heads, self.layers, self.dropout)
+        return SASRecConfig(n_items, self.max_len, self.dim, self.heads, self.layers, self.dropout, self.block, self.init)
 
     def fit(self, train: Interactions, valid: Interactions | None = None, out_dir=None, resume_from=None,
             callbacks: list | None = None, trainer_factory=None) -> SASRecRecommender:
@@ -144,7 +157,8 @@ def load_sasrec(art_dir, train: Interactions,
     if verify: verify_manifest(d)  # every file against its sha256 (and none unlisted) before any is read
     cfg = json.loads((d / "config.json").read_text())
     n = cfg["net"]
-    m = SASRecRecommender(n["max_len"], n["dim"], n["heads"], n["layers"], n["dropout"], cfg["all_windows"], TrainConfig(**cfg["train"]))
+    m = SASRecRecommender(n["max_len"], n["dim"], n["heads"], n["layers"], n["dropout"], cfg["all_windows"], TrainConfig(**cfg["train"]),
+                          n.get("block", "pre_ln"), n.get("init", "normal"))
     m._remember(train)
     m.net_ = load_weights(SASRec(SASRecConfig(**n)), d / "model.safetensors").eval()
     h = read_tensors(d / "history.safetensors")
