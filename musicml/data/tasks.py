@@ -12,7 +12,7 @@ from .lastfm import LastFM2K, load_lastfm
 from .splits import Split, leave_one_out, random_split
 
 # %% auto #0
-__all__ = ['TASKS', 'MODEL_TASK', 'load_task']
+__all__ = ['TASKS', 'MODEL_TASK', 'PUBLISHED', 'load_task']
 
 # %% ../../nbs/16_data.tasks.ipynb #b48d6111
 TASKS = ("plays", "tag_sequences")
@@ -29,3 +29,10 @@ def load_task(task: str,             # one of `TASKS`, or a model name from `MOD
     d = data if data is not None else load_lastfm(data_path)
     if task == "tag_sequences": return d, leave_one_out(lastfm_tag_sequences(d))
     return d, random_split(lastfm_plays(d), (0.8, 0.1, 0.1), seed=seed)
+
+# %% ../../nbs/16_data.tasks.ipynb #11b876df
+PUBLISHED = {  # dataset -> task -> published reference points on that task's protocol
+    "lastfm-2k": {"plays": [
+        {"name": "BPR", "metric": "ndcg@10", "value": 0.1674, "source": "RecBole-GNN results, Last.fm, 8:1:1 random split, full sort"},
+        {"name": "LightGCN", "metric": "ndcg@10", "value": 0.1972, "source": "RecBole-GNN results, Last.fm, 8:1:1 random split, full sort"}]}}
+

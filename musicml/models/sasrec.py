@@ -111,9 +111,13 @@ class SASRec(nn.Module):
 
     def forward(self, tokens):                                   # tokens [b, L] int64, 0 = padding, left-padded
         x = self._embed(tokens)                                  # [b, L, d]
-        keep = (tokens > 0).unsqueeze(-1).to(x.dtype)
-        for blk in self.blocks:
-            x = blk(x, keep) if self.cfg.block == "paper" else blk(x)
+        if self.cfg.block == "paper":
+            keep = (tokens > 0).unsqueeze(-1).to(x.dtype)        # padding rows are zeroed after every block
+            for blk in self.blocks:
+                x = blk(x, keep)
+        else:
+            for blk in self.blocks:
+                x = blk(x)
         return self.ln(x)                                        # [b, L, d]
 
     def _embed(self, tokens):

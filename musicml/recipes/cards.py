@@ -13,11 +13,12 @@ from pathlib import Path
 
 from ..artifacts import ArtifactError, read_verified, record_files, verify_manifest
 from ..data.datasets import DATASETS
+from ..data.tasks import PUBLISHED
 
 # %% auto #0
-__all__ = ['PUBLISHED', 'FLAGS', 'NR', 'HEADLINE', 'MODEL_LIMITS', 'CARD', 'data_card', 'protocol_text', 'anchors',
-           'reproduce_command', 'result_record', 'card_fields', 'use_and_limits', 'render_train_card',
-           'render_bundle_card', 'render_card', 'write_card', 'card_text']
+__all__ = ['FLAGS', 'NR', 'HEADLINE', 'MODEL_LIMITS', 'CARD', 'data_card', 'protocol_text', 'anchors', 'reproduce_command',
+           'result_record', 'card_fields', 'use_and_limits', 'render_train_card', 'render_bundle_card', 'render_card',
+           'write_card', 'card_text']
 
 # %% ../../nbs/88d_recipes.cards.ipynb #678a135b
 def data_card(dataset: str, path=None) -> dict:
@@ -41,11 +42,6 @@ def protocol_text(split: dict) -> str:
     return how + "; full ranking over every item, with the items seen in train (and validation, at test time) masked"
 
 # %% ../../nbs/88d_recipes.cards.ipynb #d67c0176
-PUBLISHED = {  # dataset -> task -> published reference points on that task's protocol
-    "lastfm-2k": {"plays": [
-        {"name": "BPR", "metric": "ndcg@10", "value": 0.1674, "source": "RecBole-GNN results, Last.fm, 8:1:1 random split, full sort"},
-        {"name": "LightGCN", "metric": "ndcg@10", "value": 0.1972, "source": "RecBole-GNN results, Last.fm, 8:1:1 random split, full sort"}]}}
-
 def anchors(dataset: str, task: str, measured: dict | None = None) -> list[dict]:
     "Anchors for a result: `measured` ({name: EvalResult-like dict with metrics and ci}) then the published ones."
     out = [{"name": n, "metric": "ndcg@10", "value": float(r["metrics"]["ndcg@10"]), "ci95": r.get("ci", {}).get("ndcg@10"),
