@@ -47,6 +47,7 @@ LAZY_EXTRAS = {
     "musicml.bench.harness": {"train"}, "musicml.bench.cli": {"train"},
     "musicml.recipes.registry": {"train"},                    # the learned models' recipes (TrainConfig)
     "musicml.serve.app": {"experiment"},                      # exposure logging (Parquet events)
+    "musicml.serve.events": {"experiment"},                   # the outcome log behind POST /v1/events (Parquet events)
     "musicml.bench.targets": {"gpu", "edge"},
     "musicml.optimize": {"onnx", "edge"}, "musicml.optimize.cli": {"train", "onnx", "edge"},
     "musicml.search.cli": {"search"},

@@ -24,7 +24,8 @@ OPS = [r.ok() for r in SCHEMA.get_all_operations()]
 def server(tmp_path_factory):
     models = tmp_path_factory.mktemp("models")
     build_synthetic_trained_artifacts(models, "v1", n_users=100, n_items=300, n_interactions=4000)   # trained stages: the deepest path
-    with ServerProcess(models, env={"MUSICML_SERVE_MAX_WAIT_MS": "0.5"}) as srv:
+    outcomes = tmp_path_factory.mktemp("outcomes")                   # POST /v1/events stores what it accepts
+    with ServerProcess(models, env={"MUSICML_SERVE_MAX_WAIT_MS": "0.5", "MUSICML_SERVE_OUTCOME_LOG": str(outcomes)}) as srv:
         yield srv
 
 

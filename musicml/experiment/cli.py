@@ -1,4 +1,4 @@
-"""From an events dataset to an experiment report (effect, CI, p-value, SRM verdict, CUPED gain), and the `musicml experiment analyze` command.
+"""From events datasets (exposures and the outcomes joined to them) to an experiment report (effect, CI, p-value, SRM verdict, CUPED gain), and the `musicml experiment analyze` command.
 
 Docs: https://musicml.github.io/musicml/experiment.cli.html.md"""
 
@@ -17,10 +17,10 @@ import pandas as pd
 
 from ..core import require_extra
 from .analysis import SRMResult, cuped, srm_check, welch_ttest
-from .events import read_events
+from .events import join_outcomes, read_events
 
 # %% auto #0
-__all__ = ['unit_table', 'ArmComparison', 'ExperimentReport', 'analyze_events', 'add_parser', 'analyze_command']
+__all__ = ['unit_table', 'ArmComparison', 'ExperimentReport', 'read_datasets', 'analyze_events', 'add_parser', 'analyze_command']
 
 # %% ../../nbs/96_experiment.cli.ipynb #d360c783
 def _pick(values, given, what: str) -> str:
@@ -104,20 +104,33 @@ class ExperimentReport:
                 k = c.cuped
                 lines.append(f"  CUPED: effect {k['effect']:+.6g}  CI [{k['ci_low']:+.6g}, {k['ci_high']:+.6g}]  p {k['pvalue']:.4g}  "
                              f"variance -{k['variance_reduction']:.1%} (theta {k['theta']:.4g})")
+        n = self.notes
+        if n.get("attributed_outcomes") or n.get("unattributed_outcomes"):
+            lines.append(f"outcomes joined to their request's exposure: {n['attributed_outcomes']}; left out: "
+                         f"{n['unattributed_outcomes']} with no exposure of that request and unit "
+                         f"({n['user_mismatch_outcomes']} of another unit's request), {n['duplicate_outcomes']} repeated event ids")
         if s.mismatch:
             lines.append("WARNING: sample-ratio mismatch; the effects above are not trustworthy")
         return "\n".join(lines)
 
 # %% ../../nbs/96_experiment.cli.ipynb #e9c4800c
-def analyze_events(events: pd.DataFrame | str | Path,  # events DataFrame or dataset path
+def read_datasets(paths: str | Path | list  # event dataset directories or Parquet files (exposures, outcomes)
+                 ) -> pd.DataFrame:
+    "The events of several datasets as one DataFrame."
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    if not paths: raise ValueError("events: give at least one dataset")
+    return pd.concat([read_events(p) for p in paths], ignore_index=True)
+
+def analyze_events(events: pd.DataFrame | str | Path | list,  # events DataFrame, or dataset path(s)
                    experiment: str | None = None, metric: str | None = None,
                    control: str | None = None,  # default: 'control' if present, else the first arm by name
                    covariate: str | None = None,  # pre-period metric for CUPED (default: the metric)
                    expected_shares: dict | None = None,  # arm -> planned share (default equal)
                    alpha: float = 0.05, srm_threshold: float = 0.001) -> ExperimentReport:
-    "Analyse an experiment from its exposure and outcome events."
-    ev = events if isinstance(events, pd.DataFrame) else read_events(events)
+    "Analyse an experiment from its exposure and outcome events (outcomes with a request id joined to its exposure)."
+    ev, joined = join_outcomes(events if isinstance(events, pd.DataFrame) else read_datasets(events))
     u, notes = unit_table(ev, experiment, metric, covariate)
+    notes.update(joined)
     arms = sorted(u.arm.unique())
     if len(arms) < 2:
         raise ValueError(f"experiment {notes['experiment']!r}: need at least 2 arms, found {arms}")
@@ -147,8 +160,9 @@ def add_parser(subparsers  # from `argparse.ArgumentParser.add_subparsers()`
     "Register `experiment analyze` on the musicml command line."
     p = subparsers.add_parser("experiment", help="online experiments: analyse exposure/outcome events")
     sub = p.add_subparsers(dest="experiment_command", required=True)
-    a = sub.add_parser("analyze", help="report effect, CI, p-value, SRM and CUPED gain from an events Parquet dataset")
-    a.add_argument("events", help="events Parquet dataset directory (or one Parquet file)")
+    a = sub.add_parser("analyze", help="report effect, CI, p-value, SRM and CUPED gain from events Parquet datasets")
+    a.add_argument("events", nargs="+", help="events Parquet dataset directories (or files): the exposures and the outcomes "
+                   "(e.g. MUSICML_SERVE_EXPOSURE_LOG and MUSICML_SERVE_OUTCOME_LOG; one directory when they share it)")
     a.add_argument("--experiment", help="experiment name (default: the only one)")
     a.add_argument("--metric", help="post-period metric (default: the only one)")
     a.add_argument("--control", help="control arm (default: 'control')")

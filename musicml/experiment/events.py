@@ -1,4 +1,4 @@
-"""Exposure and outcome event schemas (pydantic) and an append-only Parquet writer; the exposure logger the ranking service calls.
+"""Exposure and outcome event schemas (pydantic), an append-only Parquet writer, a durable (write-ahead logged) background writer for the service's outcome events, the exposure/outcome join, and the exposure logger the ranking service calls.
 
 Docs: https://musicml.github.io/musicml/experiment.events.html.md"""
 
@@ -7,12 +7,15 @@ Docs: https://musicml.github.io/musicml/experiment.events.html.md"""
 # %% ../../nbs/92_experiment.events.ipynb #a0325459
 from __future__ import annotations
 
+import collections
+import json
 import os
 import threading
+import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 import pandas as pd
@@ -20,11 +23,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ..core import get_logger
 from .assign import Assignment
 
+try:
+    import fcntl                         # POSIX: a live writer holds a lock on its write-ahead log segment
+except ImportError:                      # elsewhere: one writer per directory
+    fcntl = None
+
+log = get_logger("musicml.experiment.events")
+
 # %% auto #0
-__all__ = ['SCHEMA', 'Exposure', 'Outcome', 'EventValidationError', 'validate_event', 'EventWriter', 'read_events',
-           'ExposureLogger', 'simulate_events']
+__all__ = ['log', 'SCHEMA', 'WAL_DIR', 'Exposure', 'Outcome', 'EventValidationError', 'validate_event', 'EventWriter',
+           'read_events', 'EventJournal', 'QueueFull', 'BackgroundEventWriter', 'ExposureLogger', 'join_outcomes',
+           'simulate_events']
 
 # %% ../../nbs/92_experiment.events.ipynb #d712b886
 def _now() -> datetime:
@@ -47,7 +59,7 @@ class Exposure(BaseModel):
     items: list[str] = Field(default_factory=list)  # ranked item ids shown
 
 class Outcome(BaseModel):
-    "A metric value observed for a unit."
+    "A metric value observed for a unit; from the service also the request, item and position it answers."
     model_config = ConfigDict(extra="forbid", str_min_length=1)
     kind: Literal["outcome"] = "outcome"
     event_id: str = Field(default_factory=_uid)
@@ -57,13 +69,16 @@ class Outcome(BaseModel):
     value: float = Field(allow_inf_nan=False)
     period: Literal["pre", "post"] = "post"
     experiment: str | None = None
+    request_id: str | None = None  # the served request (its exposure) the outcome follows
+    item: str | None = None  # the item played, skipped or clicked
+    position: int | None = Field(None, ge=1)  # its 1-based rank in the response
 
 # %% ../../nbs/92_experiment.events.ipynb #e13afdad
 SCHEMA = pa.schema([
     ("kind", pa.string()), ("event_id", pa.string()), ("ts", pa.timestamp("us", tz="UTC")), ("unit_id", pa.string()),
     ("experiment", pa.string()), ("arm", pa.string()), ("layer", pa.string()), ("model_version", pa.string()),
     ("request_id", pa.string()), ("items", pa.list_(pa.string())), ("metric", pa.string()), ("value", pa.float64()),
-    ("period", pa.string())])
+    ("period", pa.string()), ("item", pa.string()), ("position", pa.int64())])
 
 class EventValidationError(ValueError):
     "An event failed validation; the message names the field."
@@ -148,6 +163,144 @@ def read_events(path: str | Path  # dataset directory or a single Parquet file
         tables.append(t.select([n for n in SCHEMA.names if n in t.column_names]))
     return pa.concat_tables(tables, promote_options="default").to_pandas()
 
+# %% ../../nbs/92_experiment.events.ipynb #14e6261e
+WAL_DIR = "_wal"  # write-ahead log segments of an outcome dataset (ignored by `read_events`)
+
+def _fsync_dir(d: Path) -> None:
+    if os.name != "posix": return
+    fd = os.open(d, os.O_RDONLY)
+    try: os.fsync(fd)
+    finally: os.close(fd)
+
+def _write_part(path: Path, name: str, rows: list[dict]) -> Path:
+    "Write `rows` (validated event dicts) as the Parquet part `path/name`, durably (fsync, atomic rename, fsync dir)."
+    cols = {f.name: [r.get(f.name) for r in rows] for f in SCHEMA}
+    tmp, out = path / f".{name}.{_uid()[:8]}.tmp", path / name
+    pq.write_table(pa.Table.from_pydict(cols, schema=SCHEMA), tmp)
+    fd = os.open(tmp, os.O_RDONLY)
+    try: os.fsync(fd)
+    finally: os.close(fd)
+    os.replace(tmp, out); _fsync_dir(path)
+    return out
+
+def _read_segment(seg: Path) -> tuple[list[dict], int]:
+    "The events of a write-ahead log segment and how many lines were unreadable (a torn last line, corruption)."
+    rows, bad = [], 0
+    for line in seg.read_bytes().split(b"\n"):
+        if not line.strip(): continue
+        try: rows.append(validate_event(json.loads(line)).model_dump())
+        except (ValueError, TypeError): bad += 1
+    return rows, bad
+
+def _try_lock(f) -> bool:
+    "Take an exclusive lock on open file `f` without waiting; False when another live process holds it."
+    if fcntl is None: return True
+    try: fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB); return True
+    except OSError: return False
+
+# %% ../../nbs/92_experiment.events.ipynb #c74c37e4
+class EventJournal:
+    "Durable event storage: an fsync'd write-ahead log, checkpointed into Parquet parts of a dataset directory."
+    def __init__(self, path: str | Path):  # dataset directory (created); the log goes in `path/_wal`
+        self.path = Path(path); self.wal = self.path / WAL_DIR
+        if self.path.exists() and not self.path.is_dir():
+            raise NotADirectoryError(f"{self.path}: expected a dataset directory")
+        self.wal.mkdir(parents=True, exist_ok=True)
+        self._seg, self._f, self.n_logged, self.n_written = None, None, 0, 0  # n_logged: in the open segment
+
+    def recover(self) -> dict:
+        "Write the segments no live writer holds into Parquet parts and delete them; what was found."
+        out = dict(segments=0, events=0, unreadable_lines=0)
+        for seg in sorted(self.wal.glob("wal-*.jsonl")):
+            if seg == self._seg: continue
+            with open(seg, "rb") as f:
+                if not _try_lock(f): continue                 # a live process is writing it
+                name = f"part-{seg.stem[4:]}.parquet"
+                if not (self.path / name).exists():
+                    rows, bad = _read_segment(seg)
+                    if rows: _write_part(self.path, name, rows)
+                    out["events"] += len(rows); out["unreadable_lines"] += bad
+                seg.unlink(); out["segments"] += 1
+        if out["segments"]: _fsync_dir(self.wal); log.warning("recovered %s", out, extra={"event": "events_recovered"})
+        return out
+
+    def append(self, events: list) -> None:
+        "Validate `events` and append them to the open segment (a new one if none); durable when this returns."
+        rows = [validate_event(e).model_dump(mode="json") for e in events]
+        if self._f is None:                                   # locked before it has the name `recover` looks for
+            name = f"wal-{_now().strftime('%Y%m%dT%H%M%S%f')}-{_uid()[:8]}.jsonl"
+            f = open(self.wal / f".{name}.new", "ab")
+            if not _try_lock(f): f.close(); raise RuntimeError(f"{self.wal / name}: locked by another process")
+            os.replace(self.wal / f".{name}.new", self.wal / name); _fsync_dir(self.wal)
+            self._seg, self._f = self.wal / name, f
+        self._f.write(b"".join(json.dumps(r, ensure_ascii=True).encode() + b"\n" for r in rows))
+        self._f.flush(); os.fsync(self._f.fileno())
+        self.n_logged += len(rows)
+
+    def checkpoint(self) -> Path | None:
+        "Write the open segment's events as a Parquet part, then delete the segment; the part's path."
+        if self._f is None: return None
+        rows, _ = _read_segment(self._seg)                    # the lock is held until the segment is gone
+        part = _write_part(self.path, f"part-{self._seg.stem[4:]}.parquet", rows) if rows else None
+        self._seg.unlink(); _fsync_dir(self.wal); self._f.close()
+        self.n_written += len(rows); self._seg, self._f, self.n_logged = None, None, 0
+        return part
+
+    def close(self) -> None:
+        "Checkpoint what is logged."
+        self.checkpoint()
+
+# %% ../../nbs/92_experiment.events.ipynb #385fa156
+class QueueFull(Exception):
+    "The writer's queue holds its maximum of events; the batch was not taken."
+
+class BackgroundEventWriter:
+    "A thread that commits queued batches of events to an `EventJournal` (one fsync per group) and checkpoints it."
+    def __init__(self, journal: EventJournal, max_pending: int = 10_000,  # most events queued and not yet durable
+                 flush_every: int = 10_000, flush_interval_s: float = 60.0):  # checkpoint into Parquet after these
+        self.journal, self.max_pending, self.flush_every, self.flush_interval_s = journal, max_pending, flush_every, flush_interval_s
+        self._q, self.pending, self._cv, self.stopped = collections.deque(), 0, threading.Condition(), False
+        self._thread = threading.Thread(target=self._run, daemon=True, name="event-writer")
+
+    def start(self) -> dict:
+        "Recover what a crashed writer left, then start the thread; the recovery's counts."
+        r = self.journal.recover(); self._thread.start()
+        return r
+
+    def submit(self, events: list, done: Callable[[BaseException | None], None]) -> None:
+        "Queue `events` (validated already); `done` is called from the writer thread once they are durable or failed."
+        with self._cv:
+            if self.stopped: raise RuntimeError("the event writer is stopped")
+            if self.pending + len(events) > self.max_pending:
+                raise QueueFull(f"{self.pending} events queued, at most {self.max_pending}")
+            self._q.append((events, done)); self.pending += len(events); self._cv.notify()
+
+    def _run(self):
+        last = time.monotonic()
+        while True:
+            with self._cv:
+                self._cv.wait_for(lambda: self._q or self.stopped, max(0.0, last + self.flush_interval_s - time.monotonic()))
+                batch, stop = list(self._q), self.stopped
+                self._q.clear()
+            if batch:
+                events, err = [e for b, _ in batch for e in b], None
+                try: self.journal.append(events)
+                except Exception as e:
+                    err = e; log.exception("event writer: %d events not written", len(events), extra={"event": "events_write_error"})
+                with self._cv: self.pending -= len(events)
+                for _, done in batch: done(err)
+            if stop or self.journal.n_logged >= self.flush_every or time.monotonic() - last >= self.flush_interval_s:
+                try: self.journal.checkpoint()
+                except Exception: log.exception("event writer: checkpoint failed (the log keeps the events)")
+                last = time.monotonic()
+            if stop and not batch: return
+
+    def close(self, timeout: float = 30.0) -> None:
+        "Stop taking batches, commit the queued ones, checkpoint, and join the thread."
+        with self._cv: self.stopped = True; self._cv.notify()
+        if self._thread.is_alive(): self._thread.join(timeout)
+        else: self.journal.close()
+
 # %% ../../nbs/92_experiment.events.ipynb #7943bed7
 class ExposureLogger:
     "Log exposures (arm + model version) from a serving process to an `EventWriter`."
@@ -171,6 +324,30 @@ class ExposureLogger:
     def outcome(self, unit_id: str | int, metric: str, value: float, period: str = "post") -> None:
         "Log an outcome for a unit."
         self.writer.log(dict(kind="outcome", unit_id=str(unit_id), metric=metric, value=value, period=period))
+
+# %% ../../nbs/92_experiment.events.ipynb #93158cd6
+def join_outcomes(events: pd.DataFrame  # exposures and outcomes, from `read_events` (one or several datasets)
+                 ) -> tuple[pd.DataFrame, dict]:
+    "Events with each request-keyed outcome attributed to its request's exposure (or dropped); notes on what was dropped."
+    if "request_id" not in events: events = events.assign(request_id=None)
+    is_out = events.kind == "outcome"
+    out = events[is_out]
+    dup = out.event_id.duplicated() if "event_id" in out else pd.Series(False, index=out.index)
+    out = out[~dup]
+    keyed = out[out.request_id.notna()]
+    exp = events[(events.kind == "exposure") & events.request_id.notna()].sort_values("ts", kind="stable")
+    exp = exp.drop_duplicates(["request_id", "unit_id"])[["request_id", "unit_id", "experiment", "items"]]
+    m = keyed.reset_index(drop=True).merge(exp.rename(columns={"experiment": "_exp", "items": "_items"}),
+                                           on=["request_id", "unit_id"], how="left")
+    hit = m._exp.notna()
+    m["experiment"] = m._exp
+    shown = [isinstance(s, (list, np.ndarray)) and it in list(s) for it, s in zip(m.get("item", [None] * len(m)), m._items)]
+    notes = dict(attributed_outcomes=int(hit.sum()), unattributed_outcomes=int((~hit).sum()),
+                 user_mismatch_outcomes=int((~hit & m.request_id.isin(exp.request_id)).sum()),
+                 outcomes_not_shown=int((hit & ~np.array(shown, bool)).sum()), duplicate_outcomes=int(dup.sum()))
+    joined = pd.concat([events[~is_out], out[out.request_id.isna()], m[hit].drop(columns=["_exp", "_items"])],
+                       ignore_index=True)
+    return joined, notes
 
 # %% ../../nbs/92_experiment.events.ipynb #bac32757
 def simulate_events(path: str | Path,  # dataset directory to write

@@ -31,6 +31,8 @@ from ..core import get_logger, require_extra, set_threads
 from . import errors
 from .errors import ErrorV1, error_response
 from .api import router as recs_router
+from .events import OutcomeLog
+from .events import router as events_router
 from .metrics import ServeMetrics, exposition, json_logging, multiprocess_dir, ready_processes, request_id
 from .pipeline import Pipeline
 from .registry import ModelRegistry
@@ -39,8 +41,8 @@ log = get_logger("musicml.serve.app")
 
 # %% auto #0
 __all__ = ['log', 'REMOVED_IN', 'DEPRECATED_ENV', 'HEADER_TIMEOUT_ENV', 'deprecated_env', 'Settings', 'route_label',
-           'ObserveMiddleware', 'exposure_logging', 'settle_heap', 'probe_router', 'create_app', 'http_protocol',
-           'openapi_document', 'write_openapi', 'breaking_changes']
+           'ObserveMiddleware', 'exposure_logging', 'outcome_logging', 'settle_heap', 'probe_router', 'create_app',
+           'http_protocol', 'openapi_document', 'write_openapi', 'breaking_changes']
 
 # %% ../../nbs/70_serve.app.ipynb #cef6bb9e
 REMOVED_IN = "0.3.0"                                    # the release without the old variable names
@@ -91,6 +93,12 @@ class Settings(BaseSettings):
     max_query_chars: int = 512          # longer search queries are refused with 422
     experiment: str | None = None       # log exposures of this experiment: "name" or "name:control=0.5,treatment=0.5"
     exposure_log: str | None = None     # Parquet dataset directory for the exposure events (with `experiment`)
+    outcome_log: str | None = None      # Parquet dataset directory for POST /v1/events (default: the exposure log's, when
+                                        # exposures are logged; neither: /v1/events answers 404)
+    events_queue_max: int = 10_000      # outcome events queued and not yet durable; more are refused with 429 (counted)
+    events_flush_every: int = 10_000    # outcome events per Parquet part (until then they are in the write-ahead log)
+    events_flush_interval_s: float = 60.0  # ... or a part at least this often
+    events_commit_timeout_s: float = 10.0  # a batch not durable within this is answered 503 (the disk is stuck)
     faults: str = ""                    # chaos testing: "rank:error,retrieve:timeout"
     log_level: str = "INFO"
     access_log: bool = False            # one JSON log line per request
@@ -250,6 +258,16 @@ def exposure_logging(s: Settings):
     exp = Experiment(name.strip(), arms) if arms else Experiment(name.strip())
     return Layer("serve", [exp]), ExposureLogger(EventWriter(s.exposure_log, flush_every=1000))
 
+def outcome_logging(s: Settings, metrics: ServeMetrics) -> OutcomeLog | None:
+    "The `OutcomeLog` behind POST /v1/events, or None when the service collects no outcome events."
+    path = s.outcome_log or (s.exposure_log if s.experiment else None)
+    if not path: return None
+    require_extra("experiment", "pyarrow", "pandas", what="outcome events (MUSICML_SERVE_OUTCOME_LOG)")
+    if min(s.events_queue_max, s.events_flush_every) < 1 or min(s.events_flush_interval_s, s.events_commit_timeout_s) <= 0:
+        raise ValueError("MUSICML_SERVE_EVENTS_*: the queue, part size, flush interval and commit timeout must be positive")
+    return OutcomeLog(path, metrics, s.events_queue_max, s.events_flush_every, s.events_flush_interval_s,
+                      s.events_commit_timeout_s)
+
 # %% ../../nbs/70_serve.app.ipynb #d5b48de4
 def settle_heap() -> int:
     "Collect, then freeze the survivors out of future collections; returns how many objects are frozen."
@@ -326,7 +344,7 @@ def probe_router() -> APIRouter:
 def create_app(settings: Settings | None = None,  # default: `Settings()` from the environment
                searcher=None,                     # a ready `search.hybrid.Searcher`: /v1/search without loading an index
               ) -> FastAPI:
-    "The service: /v1/recommendations, /v1/rank, /v1/artists/{id}/similar, /v1/search (by a setting), probes, /metrics, /admin/*."
+    "The service: /v1/recommendations, /v1/rank, /v1/artists/{id}/similar, /v1/events, /v1/search (by a setting), probes, /metrics, /admin/*."
     s = settings or Settings()
     mdir = multiprocess_dir() if s.processes > 1 else None    # one of several processes: metrics and readiness are shared
     if s.processes > 1 and mdir is None:
@@ -358,6 +376,7 @@ def create_app(settings: Settings | None = None,  # default: `Settings()` from t
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         _limit_threads(s.threads)
+        if app.state.outcomes is not None: await asyncio.to_thread(app.state.outcomes.start)   # recovery, before connections
         pipeline.start()
         if mdir is None: threading.Thread(target=_initial_load, daemon=True, name="model-loader").start()
         else: await asyncio.to_thread(_initial_load)          # one of several processes: take connections only once loaded
@@ -370,14 +389,15 @@ def create_app(settings: Settings | None = None,  # default: `Settings()` from t
         if watcher: watcher.cancel()
         await pipeline.stop()
         if app.state.exposures: app.state.exposures[1].writer.close()  # write what is buffered
+        if app.state.outcomes is not None: await asyncio.to_thread(app.state.outcomes.close)   # the log into Parquet
 
     app = FastAPI(title="musicml ranking service", version="1.0.0", lifespan=lifespan,
                   description="Two-stage artist recommendations (retrieval → ranking → post-processing).")
     app.state.settings, app.state.metrics, app.state.pipeline, app.state.registry = s, metrics, pipeline, registry
     app.state.metrics_dir, app.state.searcher, app.state.search_error, app.state.search_loader = mdir, searcher, None, None
     app.state.search_on = searcher is not None or s.serves_search()
-    app.state.exposures = exposure_logging(s)
-    app.include_router(recs_router)
+    app.state.exposures, app.state.outcomes = exposure_logging(s), outcome_logging(s, metrics)
+    app.include_router(recs_router); app.include_router(events_router)
     app.state.search_mounted = _mount_search(app, s, force=searcher is not None)
     app.include_router(probe_router())
     app.add_middleware(ObserveMiddleware, metrics=metrics, access_log=s.access_log, max_body_bytes=s.max_body_bytes,

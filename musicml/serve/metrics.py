@@ -1,4 +1,4 @@
-"""The service's Prometheus collectors (requests, per-stage latency, batch sizes, fallbacks, model version and load failures, search time) and JSON logs that carry the request id.
+"""The service's Prometheus collectors (requests, per-stage latency, batch sizes, fallbacks, model version and load failures, search time, outcome events) and JSON logs that carry the request id.
 
 Docs: https://musicml.github.io/musicml/serve.metrics.html.md"""
 
@@ -29,7 +29,9 @@ KNOWN_LABELS = {                                  # counter -> the label values 
     "load_failures": [("invalid",), ("sense",), ("error",)],
     "reloads": [("swapped",), ("refused",)],
     "fallbacks": [(s, r) for s in ("retrieve", "rank") for r in ("timeout", "error")] + [("postprocess", "error")],
-    "responses": [("personalized",), ("cold_start",), ("fallback",), ("degraded",)]}
+    "responses": [("personalized",), ("cold_start",), ("fallback",), ("degraded",)],
+    "events": [("play",), ("skip",), ("click",)],
+    "events_dropped": [("queue_full",), ("write_error",), ("commit_timeout",), ("stopped",)]}
 
 def multiprocess_dir() -> Path | None:
     "The shared metrics directory when the service runs as several processes (`PROMETHEUS_MULTIPROC_DIR`), else None."
@@ -63,6 +65,14 @@ class ServeMetrics:
         self.ready = Gauge("musicml_ready", "1 when models are loaded and warmed", registry=r, multiprocess_mode="liveall")
         self.search_seconds = Histogram("musicml_search_duration_seconds", "Search time inside the route", ["mode"],
                                         buckets=LATENCY_BUCKETS, registry=r)   # used by the mounted search router
+        # outcome events (`POST /v1/events`, serve.events): acknowledged ones are durable; dropped ones were refused
+        self.events = Counter("musicml_events", "Outcome events acknowledged (durably logged) by type", ["type"], registry=r)
+        self.events_dropped = Counter("musicml_events_dropped", "Outcome events refused and not stored, by reason "
+                                      "(queue_full: answered 429; write_error, commit_timeout, stopped: answered 503)", ["reason"], registry=r)
+        self.events_queue = Gauge("musicml_events_queue_depth", "Outcome events queued and not yet durable", registry=r,
+                                  multiprocess_mode="livesum")
+        self.events_commit = Histogram("musicml_events_commit_duration_seconds", "From a batch of events queued to durably "
+                                       "logged (fsync'd; group commit)", buckets=LATENCY_BUCKETS, registry=r)
         self._served = None                                              # (version, stages) labels of the served bundle
         for labels, values in KNOWN_LABELS.items():                       # every known series exists from the start at 0,
             for v in values: getattr(self, labels).labels(*v)            # so `increase()` sees the first event
