@@ -18,11 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from .errors import ERROR_RESPONSES, ErrorV1
 from .metrics import request_id
 from .pipeline import Pipeline, make_query
-from .registry import Bundle
+from ..experiment.assign import Assignment
+from .registry import CHAMPION, Bundle
 
 # %% auto #0
 __all__ = ['ArtistId', 'UserId', 'STRICT', 'Pipe', 'router', 'FiltersV1', 'RecommendationRequestV1', 'ArtistV1',
-           'RecommendationResponseV1', 'RankRequestV1', 'RankResponseV1', 'SimilarResponseV1', 'get_pipeline',
+           'RecommendationResponseV1', 'RankRequestV1', 'RankResponseV1', 'SimilarResponseV1', 'get_pipeline', 'route',
            'recommendations', 'rank', 'similar']
 
 # %% ../../nbs/76_serve.api.ipynb #16412f20
@@ -66,7 +67,10 @@ class ArtistV1(BaseModel):
 class _Served(BaseModel):
     api_version: Literal["v1"] = "v1"
     request_id: str
-    model_version: str
+    model_version: str = Field(description="the version of the model bundle that served the request")
+    model_alias: str = Field(CHAMPION, description="the model alias that served it: champion, or the alias of the user's arm")
+    arm: str | None = Field(None, description="the user's arm of the live experiment (null: no experiment, no user_id, or "
+                                              "the user is outside the experiment's traffic)")
     models: dict[str, str] = Field(description="stage name -> kind@version")
     took_ms: float
 
@@ -120,36 +124,43 @@ def _json(body: dict) -> Response:
     "The body as JSON (orjson: a fifth of `json.dumps`' time) without a second validation pass (tests and the contract check the schemas)."
     return Response(orjson.dumps(body), media_type="application/json")
 
-def _served(b: Bundle, t: float) -> dict:
-    return dict(request_id=request_id.get() or "", model_version=b.version, models=b.stage_versions,
-                took_ms=(time.perf_counter() - t) * 1e3)
+def _served(b: Bundle, t: float, a: Assignment | None = None, alias: str = CHAMPION) -> dict:
+    return dict(request_id=request_id.get() or "", model_version=b.version, model_alias=alias, arm=a.arm if a else None,
+                models=b.stage_versions, took_ms=(time.perf_counter() - t) * 1e3)
+
+def route(request: Request, p: Pipeline, user_id: int | None) -> tuple[Bundle, Assignment | None, str]:
+    "(bundle, assignment, alias) of a request: the alias of the user's arm of the live experiment, else champion (503 while not loaded)."
+    x = getattr(request.app.state, "experiment", None)
+    a, alias = x.route(user_id) if x is not None else (None, CHAMPION)
+    b = p.registry.bundle(alias)                              # read once: the request keeps this bundle throughout
+    if b is None: raise HTTPException(503, f"model alias {alias!r} is not loaded yet; retry shortly")
+    if p.metrics is not None: p.metrics.arm_request(a.arm if a else None, alias)
+    return b, a, alias
 
 # %% ../../nbs/76_serve.api.ipynb #83d64d98
 @router.post("/recommendations", response_model=RecommendationResponseV1, responses=_ERR)
 async def recommendations(req: RecommendationRequestV1, p: Pipe, request: Request) -> Response:
     "Top-k artists for a user or a list of recent artists (retrieval → ranking → post-processing)."
-    t, b = time.perf_counter(), p.registry.current
+    t = time.perf_counter(); b, a, alias = route(request, p, req.user_id)
     q = make_query(b, req.user_id, req.recent_artist_ids)
     ex = np.array([i for i in (b.item_index.get(a, -1) for a in req.filters.exclude_artist_ids) if i >= 0], np.int64)
     r = await p.recommend(q, req.k, req.exclude_seen, ex, req.filters.min_listeners, req.diversity)
-    body = dict(api_version="v1", **_served(b, t), user_id=req.user_id, k=req.k, items=_artists(b, r.items, r.scores, r.sources),
+    body = dict(api_version="v1", **_served(b, t, a, alias), user_id=req.user_id, k=req.k, items=_artists(b, r.items, r.scores, r.sources),
                 path=r.path, degraded=bool(r.degraded), degraded_reasons=r.degraded, unknown_artist_ids=q.unknown_artist_ids)
-    _log_exposure(request, req.user_id, body)
+    _log_exposure(request, req.user_id, a, body)
     return _json(body)
 
-def _log_exposure(request: Request, user_id: int | None, body: dict):
-    "Log the exposure when the service runs an experiment (see `serve.app.exposure_logging`)."
+def _log_exposure(request: Request, user_id: int | None, a: Assignment | None, body: dict):
+    "Log the exposure (the arm, the version that served it) when the user has an arm (see `serve.app.exposure_logging`)."
     ex = getattr(request.app.state, "exposures", None)
-    if ex is None or user_id is None: return
-    a = ex[0].assign(user_id)
-    if a is not None:
-        ex[1].log(user_id, a, items=[x["artist_id"] for x in body["items"]], request_id=body["request_id"],
-                  model_version=body["model_version"])
+    if ex is None or user_id is None or a is None: return
+    ex.log(user_id, a, items=[x["artist_id"] for x in body["items"]], request_id=body["request_id"],
+           model_version=body["model_version"])
 
 @router.post("/rank", response_model=RankResponseV1, responses=_ERR)
-async def rank(req: RankRequestV1, p: Pipe) -> Response:
+async def rank(req: RankRequestV1, p: Pipe, request: Request) -> Response:
     "Ranker scores of the given candidate artists for a user or history, best first."
-    t, b = time.perf_counter(), p.registry.current
+    t = time.perf_counter(); b, a, alias = route(request, p, req.user_id)
     idx = [b.item_index.get(a, -1) for a in req.candidate_ids]
     unknown = [a for a, i in zip(req.candidate_ids, idx) if i < 0]           # reported, like unknown recent artists
     q = make_query(b, req.user_id, req.recent_artist_ids)
@@ -157,16 +168,16 @@ async def rank(req: RankRequestV1, p: Pipe) -> Response:
     s, degraded = await p.rank(q, items) if len(items) else (np.zeros(0, np.float32), [])
     order = np.argsort(-s, kind="stable")
     src = ["popularity" if (q.cold or degraded) else "ranker"] * len(items)
-    return _json(dict(api_version="v1", **_served(b, t), items=_artists(b, items[order], s[order], src),
+    return _json(dict(api_version="v1", **_served(b, t, a, alias), items=_artists(b, items[order], s[order], src),
                       path="cold_start" if q.cold else "personalized", degraded=bool(degraded),
                       degraded_reasons=degraded, unknown_artist_ids=q.unknown_artist_ids, unknown_candidate_ids=unknown))
 
 @router.get("/artists/{artist_id}/similar", response_model=SimilarResponseV1,
             responses={404: {"model": ErrorV1, "description": "unknown artist"}, **_ERR})
 async def similar(artist_id: Annotated[int, Path(ge=0, le=2**31 - 1)], p: Pipe,
-                  k: Annotated[int, Query(ge=1, le=100)] = 10) -> Response:
-    "The artists most similar to `artist_id` (ItemKNN neighbours, else embedding cosine)."
-    t, b = time.perf_counter(), p.registry.current
+                  request: Request, k: Annotated[int, Query(ge=1, le=100)] = 10) -> Response:
+    "The artists most similar to `artist_id` (ItemKNN neighbours, else embedding cosine; champion's model: no user, no arm)."
+    t = time.perf_counter(); b, _, _ = route(request, p, None)
     i = b.item_index.get(artist_id)
     if i is None: raise HTTPException(404, f"unknown artist_id {artist_id} (not in the catalog of model {b.version})")
     try: items, scores, stage = p.similar(b, i, k)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import hmac
+import ipaddress
 import json
 import os
 import sys
@@ -20,9 +21,13 @@ import warnings
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import APIRouter, FastAPI, Header, HTTPException, Query, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.requests import ClientDisconnect
 from starlette.routing import compile_path
@@ -30,19 +35,22 @@ from starlette.routing import compile_path
 from ..core import get_logger, require_extra, set_threads
 from . import errors
 from .errors import ErrorV1, error_response
+from .api import STRICT
 from .api import router as recs_router
+from .arms import ConfigError, ServeExperiment, check_aliases, experiment_from_env, load_experiment_config
 from .events import OutcomeLog
 from .events import router as events_router
 from .metrics import ServeMetrics, exposition, json_logging, multiprocess_dir, ready_processes, request_id
 from .pipeline import Pipeline
-from .registry import ModelRegistry
+from .registry import ALIAS_RE, ModelRegistry
 
 log = get_logger("musicml.serve.app")
 
 # %% auto #0
-__all__ = ['log', 'REMOVED_IN', 'DEPRECATED_ENV', 'HEADER_TIMEOUT_ENV', 'deprecated_env', 'Settings', 'route_label',
-           'ObserveMiddleware', 'exposure_logging', 'outcome_logging', 'settle_heap', 'probe_router', 'create_app',
-           'http_protocol', 'openapi_document', 'write_openapi', 'breaking_changes']
+__all__ = ['log', 'REMOVED_IN', 'DEPRECATED_ENV', 'AliasName', 'HEADER_TIMEOUT_ENV', 'deprecated_env', 'is_loopback', 'Settings',
+           'route_label', 'ObserveMiddleware', 'exposure_logging', 'outcome_logging', 'settle_heap', 'admin_guard',
+           'probe_router', 'PinRequestV1', 'create_app', 'http_protocol', 'openapi_document', 'write_openapi',
+           'breaking_changes']
 
 # %% ../../nbs/70_serve.app.ipynb #cef6bb9e
 REMOVED_IN = "0.3.0"                                    # the release without the old variable names
@@ -64,6 +72,12 @@ def deprecated_env(given=(),  # settings passed explicitly (they win over any va
     return out
 
 # %% ../../nbs/70_serve.app.ipynb #6ea02de8
+def is_loopback(host: str) -> bool:
+    "Whether a bind address is loopback only (127.0.0.0/8, ::1, localhost)."
+    if host.lower() == "localhost": return True
+    try: return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError: return False
+
 class Settings(BaseSettings):
     "The service's configuration (environment prefix `MUSICML_SERVE_`; see `deprecated_env` for the old names)."
     model_config = SettingsConfigDict(env_prefix="MUSICML_SERVE_", extra="ignore")
@@ -81,6 +95,7 @@ class Settings(BaseSettings):
     processes: int = 1                  # service processes behind the port (`musicml serve --processes`; more than one
                                         # needs PROMETHEUS_MULTIPROC_DIR, which the CLI sets)
     admin_token: str | None = None      # when set, /admin/* needs the header `X-Admin-Token`
+    admin_enabled: bool = True          # mount /admin/*; binding a non-loopback host with them on needs `admin_token`
     max_body_bytes: int = 1 << 20       # larger request bodies get 413, counted on the stream (chunked bodies too)
     body_timeout_s: float = 10.0        # a request body must arrive within this, else 408
     header_timeout_s: float = 10.0      # a connection must send its request line and headers within this, else it is closed
@@ -91,7 +106,10 @@ class Settings(BaseSettings):
     search_backend: str = "fp32"        # query encoder runtime: fp32, int8, onnx (exact to fp32, faster per query), onnx-int8
     search_threads: int | None = None   # query-encoder threads (default: `threads`)
     max_query_chars: int = 512          # longer search queries are refused with 422
-    experiment: str | None = None       # log exposures of this experiment: "name" or "name:control=0.5,treatment=0.5"
+    experiment: str | None = None       # run this experiment: "name" or "name:control=0.5,treatment=0.5@challenger"
+                                        # (arm=weight[@alias]; an arm without an alias is served by champion)
+    experiment_config: str | None = None  # ... or the experiment of this TOML/JSON file: arms -> model aliases with
+                                        # traffic shares (`serve.arms`; `musicml serve --experiment-config FILE`)
     exposure_log: str | None = None     # Parquet dataset directory for the exposure events (with `experiment`)
     outcome_log: str | None = None      # Parquet dataset directory for POST /v1/events (default: the exposure log's, when
                                         # exposures are logged; neither: /v1/events answers 404)
@@ -109,6 +127,20 @@ class Settings(BaseSettings):
     def serves_search(self) -> bool:
         "Whether POST /v1/search is mounted."
         return bool(self.search_index) if self.search_enabled is None else self.search_enabled
+
+    def serve_experiment(self) -> ServeExperiment | None:
+        "The live experiment the settings configure (`serve.arms`), or None; `ConfigError` naming the file and key."
+        if self.experiment and self.experiment_config:
+            raise ConfigError("set MUSICML_SERVE_EXPERIMENT or MUSICML_SERVE_EXPERIMENT_CONFIG (--experiment-config), not both")
+        if self.experiment_config: return load_experiment_config(self.experiment_config)
+        return experiment_from_env(self.experiment) if self.experiment else None
+
+    def check_bind(self):
+        "Refuse (ValueError) a non-loopback bind address while the admin endpoints are on without a token."
+        if self.admin_enabled and not self.admin_token and not is_loopback(self.host):
+            raise ValueError(f"refusing to bind {self.host!r} (not a loopback address) with the admin endpoints (/admin/*) on and "
+                             "no MUSICML_SERVE_ADMIN_TOKEN: anyone reaching the port could pin or roll back models. Set "
+                             "MUSICML_SERVE_ADMIN_TOKEN, or MUSICML_SERVE_ADMIN_ENABLED=false, or bind 127.0.0.1")
 
     def fault_map(self) -> dict:
         "`faults` as {stage: kind}."
@@ -245,22 +277,15 @@ def _mount_search(app: FastAPI, s: Settings, force: bool = False) -> bool:
 
 # %% ../../nbs/70_serve.app.ipynb #037de024
 def exposure_logging(s: Settings):
-    "The `(layer, ExposureLogger)` pair the settings ask for, or None when exposures are not logged."
-    if not (s.experiment and s.exposure_log): return None
+    "The `ExposureLogger` the settings ask for (an experiment and `exposure_log`), or None when exposures are not logged."
+    if s.serve_experiment() is None or not s.exposure_log: return None
     require_extra("experiment", "pyarrow", "pandas", what="exposure logging (MUSICML_SERVE_EXPOSURE_LOG)")
-    from musicml.experiment.assign import Experiment, Layer
     from musicml.experiment.events import EventWriter, ExposureLogger
-    name, _, spec = s.experiment.partition(":")
-    try:
-        arms = {a.split("=")[0].strip(): float(a.split("=")[1]) for a in spec.split(",")} if spec else None
-    except (IndexError, ValueError):
-        raise ValueError(f"MUSICML_SERVE_EXPERIMENT: expected 'name' or 'name:arm=weight,arm=weight', got {s.experiment!r}") from None
-    exp = Experiment(name.strip(), arms) if arms else Experiment(name.strip())
-    return Layer("serve", [exp]), ExposureLogger(EventWriter(s.exposure_log, flush_every=1000))
+    return ExposureLogger(EventWriter(s.exposure_log, flush_every=1000))
 
 def outcome_logging(s: Settings, metrics: ServeMetrics) -> OutcomeLog | None:
     "The `OutcomeLog` behind POST /v1/events, or None when the service collects no outcome events."
-    path = s.outcome_log or (s.exposure_log if s.experiment else None)
+    path = s.outcome_log or (s.exposure_log if (s.experiment or s.experiment_config) else None)
     if not path: return None
     require_extra("experiment", "pyarrow", "pandas", what="outcome events (MUSICML_SERVE_OUTCOME_LOG)")
     if min(s.events_queue_max, s.events_flush_every) < 1 or min(s.events_flush_interval_s, s.events_commit_timeout_s) <= 0:
@@ -284,14 +309,30 @@ def _admin(request: Request, token: str | None):
     if want and not hmac.compare_digest((token or "").encode("utf-8", "replace"), want.encode()):
         raise HTTPException(403, "missing or wrong X-Admin-Token")
 
+async def admin_guard(request: Request, x_admin_token: str | None = Header(None)):
+    "The admin check as a dependency: 403 before the request's parameters are validated."
+    _admin(request, x_admin_token)
+
 def _answer(st, res: dict):
-    "A registry result as a response: 200 swapped/unchanged, 404 unknown version, 409 refused."
-    if st.registry.current is not None: st.metrics.ready.set(1)
+    "A registry result as a response: 200 swapped/unchanged, 404 unknown version or alias, 409 refused."
+    if st.registry.ready(): st.metrics.ready.set(1)
     if res["status"] == "not_found": return error_response(404, res["detail"], code="unknown_version")
+    if res["status"] == "unknown_alias": return error_response(404, res["detail"], code="unknown_alias")
     if res["status"] == "refused": return error_response(409, res["detail"], code="reload_refused")
     return res
 
-def probe_router() -> APIRouter:
+def _not_ready(st) -> str | None:
+    "Why the app is not ready to serve every request (champion, and each alias of the live experiment), or None."
+    reg = st.registry
+    if reg.current is None: return f"no model bundle loaded from {st.settings.models}"
+    missing = [a for a in reg.required if reg.bundle(a) is None]
+    if not missing: return None
+    st_ = reg.alias_status()
+    return "model aliases not loaded: " + "; ".join(f"{a} ({reg.required[a]}; version {st_.get(a, {}).get('target')}"
+                                                      f"{': ' + st_[a]['reason'] if st_.get(a, {}).get('reason') else ''})" for a in missing)
+
+def probe_router(admin: bool = True,  # mount /admin/* (`Settings.admin_enabled`)
+                ) -> APIRouter:
     "The probes, `/metrics` and the admin endpoints of an app whose `state` `create_app` has set."
     r = APIRouter()
 
@@ -304,20 +345,28 @@ def probe_router() -> APIRouter:
     async def readyz(request: Request):
         "Readiness: a verified model bundle is loaded and warmed."
         st = request.app.state; s, b, mdir = st.settings, st.registry.current, st.metrics_dir
-        if b is None: return error_response(503, f"no model bundle loaded from {s.models}", code="not_ready")
+        why = _not_ready(st)
+        if why is not None: return error_response(503, why, code="not_ready")
         if mdir is not None:                                  # several processes: ready when every one of them is
             n = sum(v == 1 for v in ready_processes(mdir).values())
             if n < s.processes:
                 return error_response(503, f"{n} of {s.processes} service processes have loaded their models", code="not_ready")
         return {"status": "ready", "model_version": b.version, "models": b.stage_versions,
                 "search": None if not st.search_on else ("ready" if st.searcher is not None else st.search_error or "loading"),
-                "search_docs": None if st.searcher is None else len(st.searcher)}
+                "search_docs": None if st.searcher is None else len(st.searcher),
+                "aliases": {a: x.version for a, x in st.registry.serving().items()},
+                "experiment": st.experiment.experiment.name if getattr(st, "experiment", None) is not None else None}
 
     @r.get("/metrics", tags=["probes"], response_class=Response)
     async def prometheus_metrics(request: Request):
         "Prometheus text exposition of the service's metrics."
         st = request.app.state                                # with several processes: all of them
         return Response(exposition(st.metrics, st.metrics_dir), media_type=CONTENT_TYPE_LATEST)
+
+    if admin: _admin_routes(r)
+    return r
+
+def _admin_routes(r: APIRouter):
 
     @r.post("/admin/reload", tags=["admin"], responses=_RELOAD)
     async def reload(request: Request, x_admin_token: str | None = Header(None), force: bool = False,
@@ -337,8 +386,44 @@ def probe_router() -> APIRouter:
         "Every version in the models directory: serving, refused (and why) or available; and which is pinned."
         _admin(request, x_admin_token); st = request.app.state
         return {"serving": st.registry.current.version if st.registry.current else None, "pinned": st.registry.pinned(),
-                "versions": await asyncio.to_thread(st.registry.status)}
-    return r
+                "versions": await asyncio.to_thread(st.registry.status),
+                "aliases": {a: b.version for a, b in st.registry.serving().items()}}
+    _alias_routes(r)
+
+# %% ../../nbs/70_serve.app.ipynb #cfa4ea5c
+AliasName = Annotated[str, PathParam(min_length=1, max_length=64, pattern=ALIAS_RE, description="model alias: champion, or any name")]
+
+class PinRequestV1(BaseModel):
+    "Body of `POST /admin/aliases/{alias}`."
+    model_config = STRICT
+    version: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+                         description="a version directory of the models directory")
+
+_PIN = {**_RELOAD, 404: {"model": ErrorV1, "description": "no such version, or (rollback) no such alias"},
+        409: {"model": ErrorV1, "description": "refused: failed verification, loading or the sense check, or nothing to roll back "
+                                               "to; the alias keeps serving its bundle"}}
+
+def _alias_routes(r: APIRouter):
+    guard = [Depends(admin_guard)]
+
+    @r.get("/admin/aliases", tags=["admin"], responses=_ADMIN, dependencies=guard)
+    async def list_aliases(request: Request) -> dict:
+        "The live experiment (arms -> aliases, shares), every alias (the version it serves, its pin or default, state, previous versions), and every version with its load state."
+        st = request.app.state; x = st.experiment
+        return {"experiment": x.describe() if x is not None else None,
+                "aliases": await asyncio.to_thread(st.registry.alias_status), "versions": await asyncio.to_thread(st.registry.status)}
+
+    @r.post("/admin/aliases/{alias}", tags=["admin"], responses=_PIN, dependencies=guard)
+    async def pin_alias(request: Request, alias: AliasName, body: PinRequestV1) -> dict:
+        "Serve `version` under `alias` and pin it (every process follows): verified against its manifest, loaded, sense-checked and warmed before one atomic swap."
+        st = request.app.state
+        return _answer(st, await asyncio.to_thread(st.registry.pin_alias, alias, body.version))
+
+    @r.post("/admin/aliases/{alias}/rollback", tags=["admin"], responses=_PIN, dependencies=guard)
+    async def rollback_alias(request: Request, alias: AliasName) -> dict:
+        "Serve and pin the alias's previous version (the newest one it served before that loads); champion without a pin history: `POST /admin/rollback`."
+        st = request.app.state
+        return _answer(st, await asyncio.to_thread(st.registry.rollback_alias, alias))
 
 # %% ../../nbs/70_serve.app.ipynb #81cfa723
 def create_app(settings: Settings | None = None,  # default: `Settings()` from the environment
@@ -346,6 +431,8 @@ def create_app(settings: Settings | None = None,  # default: `Settings()` from t
               ) -> FastAPI:
     "The service: /v1/recommendations, /v1/rank, /v1/artists/{id}/similar, /v1/events, /v1/search (by a setting), probes, /metrics, /admin/*."
     s = settings or Settings()
+    s.check_bind()
+    experiment = s.serve_experiment()                          # ConfigError (naming the file and key) at start
     mdir = multiprocess_dir() if s.processes > 1 else None    # one of several processes: metrics and readiness are shared
     if s.processes > 1 and mdir is None:
         raise ValueError("processes > 1 needs PROMETHEUS_MULTIPROC_DIR (a directory the processes share); `musicml serve --processes` sets it")
@@ -360,16 +447,21 @@ def create_app(settings: Settings | None = None,  # default: `Settings()` from t
         pipeline.warm(b); settle_heap()
     registry = ModelRegistry(Path(s.models) if s.models else Path("/nonexistent-models-dir"), metrics, warm=warm)
     pipeline.registry = registry
+    if experiment is not None:                                # every arm's alias stays loaded; readiness waits for them
+        registry.defaults, registry.required = dict(experiment.defaults), experiment.required()
+        check_aliases(experiment, registry)
 
     def _initial_load():
-        if registry.load_latest() is not None: metrics.ready.set(1)
+        registry.load_latest(); registry.sync_aliases()
+        if registry.ready(): metrics.ready.set(1)
 
     async def _watch():
         while True:
             await asyncio.sleep(reload_every)
             try:
-                r = await asyncio.to_thread(registry.reload)
-                if r["status"] == "swapped": metrics.ready.set(1)
+                await asyncio.to_thread(registry.reload)
+                await asyncio.to_thread(registry.sync_aliases)    # follow alias pins made through another process
+                if registry.ready(): metrics.ready.set(1)
             except Exception:
                 log.exception("model directory watcher failed")
 
@@ -388,7 +480,7 @@ def create_app(settings: Settings | None = None,  # default: `Settings()` from t
         yield
         if watcher: watcher.cancel()
         await pipeline.stop()
-        if app.state.exposures: app.state.exposures[1].writer.close()  # write what is buffered
+        if app.state.exposures: app.state.exposures.writer.close()  # write what is buffered
         if app.state.outcomes is not None: await asyncio.to_thread(app.state.outcomes.close)   # the log into Parquet
 
     app = FastAPI(title="musicml ranking service", version="1.0.0", lifespan=lifespan,
@@ -396,10 +488,10 @@ def create_app(settings: Settings | None = None,  # default: `Settings()` from t
     app.state.settings, app.state.metrics, app.state.pipeline, app.state.registry = s, metrics, pipeline, registry
     app.state.metrics_dir, app.state.searcher, app.state.search_error, app.state.search_loader = mdir, searcher, None, None
     app.state.search_on = searcher is not None or s.serves_search()
-    app.state.exposures, app.state.outcomes = exposure_logging(s), outcome_logging(s, metrics)
+    app.state.exposures, app.state.outcomes, app.state.experiment = exposure_logging(s), outcome_logging(s, metrics), experiment
     app.include_router(recs_router); app.include_router(events_router)
     app.state.search_mounted = _mount_search(app, s, force=searcher is not None)
-    app.include_router(probe_router())
+    app.include_router(probe_router(admin=s.admin_enabled))
     app.add_middleware(ObserveMiddleware, metrics=metrics, access_log=s.access_log, max_body_bytes=s.max_body_bytes,
                        body_timeout_s=s.body_timeout_s)
     return errors.install(app)                                # one error shape for every 4xx/5xx (the middleware: 500s)

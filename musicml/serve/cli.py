@@ -20,19 +20,31 @@ from .metrics import MULTIPROC_ENV, json_logging
 __all__ = ['serve_cmd', 'build_cmd', 'add_parser', 'main']
 
 # %% ../../nbs/78_serve.cli.ipynb #ac58b5b6
+def _check_start(s):
+    "What `create_app` would refuse, checked once in the supervisor: the bind address, the experiment config."
+    from pathlib import Path
+    from musicml.serve.arms import check_aliases
+    from musicml.serve.registry import ModelRegistry
+    s.check_bind()
+    x = s.serve_experiment()
+    if x is not None: check_aliases(x, ModelRegistry(Path(s.models) if s.models else Path("/nonexistent-models-dir")))
+
 def serve_cmd(args) -> int:
     "Run the ranking service (blocks until interrupted)."
     import uvicorn
     from musicml.serve.app import HEADER_TIMEOUT_ENV, Settings, create_app, http_protocol
     over = {k: v for k, v in dict(models=args.models, host=args.host, port=args.port, max_batch=args.max_batch,
-                                  max_wait_ms=args.max_wait_ms, reload_interval_s=args.reload_interval).items() if v is not None}
+                                  max_wait_ms=args.max_wait_ms, reload_interval_s=args.reload_interval,
+                                  experiment_config=args.experiment_config).items() if v is not None}
     if args.no_batching: over["batching"] = False
     if args.processes is not None: over["processes"] = args.processes
     s = Settings(**over)
     if s.processes < 1:
         print(f"musicml serve: --processes must be at least 1, got {s.processes}", file=sys.stderr); return 2
+    try: _check_start(s)                                      # refused before anything binds, with the file and key
+    except ValueError as e: print(f"musicml serve: {e}", file=sys.stderr); return 2
     json_logging(s.log_level)
-    if s.experiment and s.exposure_log:                        # fail at start, with the pip line, not in every worker
+    if (s.experiment or s.experiment_config) and s.exposure_log:                        # fail at start, with the pip line, not in every worker
         try: require_extra("experiment", "pyarrow", "pandas", what="exposure logging (MUSICML_SERVE_EXPOSURE_LOG)")
         except MissingExtra as e: print(f"musicml serve: {e}", file=sys.stderr); return 2
     # no X-Forwarded-* rewriting (the service binds a private address; the front proxy owns those headers), no Server/Date
@@ -81,6 +93,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--reload-interval", type=float, help="seconds between checks of the models directory (0 = off)")
     p.add_argument("--processes", type=int, help="service processes on the port (default 1; each loads the models, "
                    "each has its own interpreter lock; the models directory is then checked every 2 s)")
+    p.add_argument("--experiment-config", metavar="FILE", help="run the A/B test of this TOML/JSON file: arms -> model aliases "
+                   "with traffic shares (default: $MUSICML_SERVE_EXPERIMENT_CONFIG; see docs/runbook.md)")
     p.set_defaults(func=serve_cmd)
     sub = p.add_subparsers(dest="serve_command")
     b = sub.add_parser("build-artifacts", help="write a versioned serving bundle of trained models (or baselines) on Last.fm 2K")

@@ -73,7 +73,13 @@ class ServeMetrics:
                                   multiprocess_mode="livesum")
         self.events_commit = Histogram("musicml_events_commit_duration_seconds", "From a batch of events queued to durably "
                                        "logged (fsync'd; group commit)", buckets=LATENCY_BUCKETS, registry=r)
-        self._served = None                                              # (version, stages) labels of the served bundle
+        # live experiments (serve.arms): which version each alias serves, and the requests each arm and alias answered;
+        # labels stay bounded: the config's arms and the registry's aliases (at most `registry.MAX_ALIASES`), no versions
+        self.alias_info = Gauge("musicml_alias_info", "Version each model alias serves (value 1)", ["alias", "version"],
+                                registry=r, multiprocess_mode="liveall")
+        self.arm_requests = Counter("musicml_arm_requests", "Model-served requests by experiment arm (none: outside the "
+                                    "experiment) and model alias", ["arm", "alias"], registry=r)
+        self._served, self._aliases, self._arms = None, {}, {}          # (version, stages) of the champion; alias -> version
         for labels, values in KNOWN_LABELS.items():                       # every known series exists from the start at 0,
             for v in values: getattr(self, labels).labels(*v)            # so `increase()` sees the first event
 
@@ -84,6 +90,20 @@ class ServeMetrics:
         self._served = (version, ",".join(stages))
         self.model_info.labels(*self._served).set(1)
         self.model_created.set(created); self.model_loaded.set(time.time())
+
+    def set_alias(self, alias: str, version: str):
+        "Point `musicml_alias_info` of `alias` at `version`."
+        old = self._aliases.get(alias)
+        if old is not None and old != version:
+            if multiprocess_dir() is None: self.alias_info.remove(alias, old)
+            else: self.alias_info.labels(alias, old).set(0)
+        self._aliases[alias] = version; self.alias_info.labels(alias, version).set(1)
+
+    def arm_request(self, arm: str | None, alias: str):
+        "Count one request served by `alias` for experiment arm `arm` (None: outside the experiment)."
+        c = self._arms.get((arm, alias))
+        if c is None: c = self._arms[(arm, alias)] = self.arm_requests.labels(arm or "none", alias)
+        c.inc()
 
 # %% ../../nbs/71_serve.metrics.ipynb #f93ae307
 def _alive(pid: int) -> bool:

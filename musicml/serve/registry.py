@@ -7,11 +7,13 @@ Docs: https://musicml.github.io/musicml/serve.registry.html.md"""
 # %% ../../nbs/73_serve.registry.ipynb #a148f9d9
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,9 +30,11 @@ from .stages import STAGES, BlendRanker, tag_vectors
 log = get_logger("musicml.serve.registry")
 
 # %% auto #0
-__all__ = ['log', 'FORMAT', 'GOLDEN', 'PIN_FILE', 'verify_artifact', 'array_shapes', 'check_roles', 'write_bundle', 'Bundle',
-           'load_bundle', 'SenseError', 'check_arrays', 'check_catalog', 'probe', 'sense_check', 'ModelRegistry',
-           'load_latest', 'reload', 'rollback', 'status']
+__all__ = ['log', 'FORMAT', 'GOLDEN', 'PIN_FILE', 'ALIAS_FILE', 'CHAMPION', 'HISTORY', 'ALIAS_RE', 'MAX_ALIASES',
+           'verify_artifact', 'array_shapes', 'check_roles', 'write_bundle', 'Bundle', 'load_bundle', 'SenseError',
+           'check_arrays', 'check_catalog', 'probe', 'sense_check', 'ModelRegistry', 'bundle', 'serving', 'load_latest',
+           'reload', 'rollback', 'status', 'alias_pins', 'aliases', 'target', 'ready', 'sync_aliases', 'pin_alias',
+           'rollback_alias', 'alias_status']
 
 # %% ../../nbs/73_serve.registry.ipynb #a250935d
 FORMAT = "musicml-serving-bundle/1"
@@ -240,6 +244,9 @@ def sense_check(b: Bundle, rtol: float = 1e-3, atol: float = 1e-4):
 
 # %% ../../nbs/73_serve.registry.ipynb #6111d181
 PIN_FILE = "PINNED"       # in a models directory: {"version": ...}, the version every process serves until unpinned
+ALIAS_FILE = "ALIASES"   # ... and {alias: {"version": ..., "previous": [...]}}: the other aliases' pins
+CHAMPION = "champion"    # the alias served without an experiment: the pinned version, else the newest that loads
+HISTORY = 20             # previous versions remembered per alias (for rollback)
 
 class ModelRegistry:
     "The serving bundle of a models directory: verified, atomic hot reload, pinning and rollback; never a refused version."
@@ -248,7 +255,10 @@ class ModelRegistry:
                  warm=None,             # called with a new `Bundle` before it is swapped in
                 ):
         self.root, self.metrics, self.warm = Path(root), metrics, warm
-        self.current: Bundle | None = None
+        self.current: Bundle | None = None                    # the champion
+        self.loaded: dict[str, Bundle] = {}                   # the other aliases' bundles (`bundle(alias)`)
+        self.defaults: dict[str, str] = {}                    # alias -> version when not pinned (experiment config)
+        self.required: dict[str, str] = {}                    # alias -> what needs it (readiness waits for them)
         self._lock, self._refused = threading.RLock(), {}    # path -> (manifest fingerprint, reason)
 
     def versions(self) -> list[Path]:
@@ -259,17 +269,25 @@ class ModelRegistry:
 
     def pinned(self) -> str | None:
         "The version named in the models directory's pin file, if any."
-        try: return json.loads((self.root / PIN_FILE).read_text())["version"]
+        return (self._pin_record() or {}).get("version")
+
+    def _pin_record(self) -> dict | None:
+        try:
+            r = json.loads((self.root / PIN_FILE).read_text())
+            if not isinstance(r["version"], str): raise TypeError("version is not a string")
+            return r
         except FileNotFoundError: return None
         except (ValueError, KeyError, TypeError) as e:
             log.error("%s is unreadable (%s); following the newest version", self.root / PIN_FILE, e); return None
 
-    def _pin(self, version: str | None):
-        p = self.root / PIN_FILE
-        if version is None: p.unlink(missing_ok=True); return
-        tmp = self.root / f".{PIN_FILE}.tmp"
-        tmp.write_text(json.dumps({"version": version, "pinned_at": datetime.now(timezone.utc).isoformat()}))
-        os.replace(tmp, p)                                   # atomic: every process reads the old pin or the new one
+    def _write(self, name: str, value: dict):
+        tmp = self.root / f".{name}.{os.getpid()}.{threading.get_ident()}.tmp"
+        tmp.write_text(json.dumps(value, indent=1)); os.replace(tmp, self.root / name)   # atomic: every process reads
+                                                                                          # the old file or the new one
+    def _pin(self, version: str | None, previous: list | None = None):
+        if version is None: (self.root / PIN_FILE).unlink(missing_ok=True); return
+        self._write(PIN_FILE, {"version": version, "pinned_at": datetime.now(timezone.utc).isoformat(),
+                               "previous": list(previous or [])[-HISTORY:]})
 
     def _fingerprint(self, d: Path):
         mp = d / "manifest.json"
@@ -293,9 +311,24 @@ class ModelRegistry:
 
     def _swap(self, b: Bundle):
         self.current = b                                     # atomic reference swap
-        if self.metrics: self.metrics.set_model(b.version, list(b.manifest["stages"]), b.manifest["created_ts"])
+        if self.metrics:
+            self.metrics.set_model(b.version, list(b.manifest["stages"]), b.manifest["created_ts"])
+            self.metrics.set_alias(CHAMPION, b.version)
 
 # %% ../../nbs/73_serve.registry.ipynb #778ee500
+def bundle(self: ModelRegistry, alias: str = CHAMPION) -> Bundle | None:
+    "The bundle `alias` serves now (None while it is not loaded)."
+    return self.current if alias == CHAMPION else self.loaded.get(alias)
+
+def serving(self: ModelRegistry) -> dict:
+    "{alias: bundle} of every loaded alias, champion first."
+    return {**({CHAMPION: self.current} if self.current is not None else {}), **self.loaded}
+
+def _serving(self: ModelRegistry, d: Path) -> Bundle | None:
+    return next((b for b in self.serving().values() if b.path == d), None)
+
+ModelRegistry.bundle, ModelRegistry.serving, ModelRegistry._serving = bundle, serving, _serving
+
 def _select(self: ModelRegistry, candidates: list[Path], force: bool = False) -> dict:
     "Serve the first of `candidates` that loads (stopping at the serving one); never a refused one."
     refused = []
@@ -305,7 +338,7 @@ def _select(self: ModelRegistry, candidates: list[Path], force: bool = False) ->
             return self._result("unchanged", f"already serving {d.name}")
         was = self._refused.get(d)
         if was is not None and not force and was[0] == self._fingerprint(d): continue   # refused before, unchanged since
-        b = self._try(d)
+        b = self._serving(d) or self._try(d)                 # one another alias serves is shared, not loaded twice
         if b is None: refused.append(d.name); continue
         self._swap(b)
         return self._result("swapped", _detail(refused, f"now serving {b.version}"), refused)
@@ -340,8 +373,12 @@ def reload(self: ModelRegistry,
         if target is None: return self._select(list(reversed(vs)), force)
         d = next((v for v in vs if v.name == target), None)
         if d is None: return self._result("not_found", f"no version {target!r} in {self.root}")
+        before, rec = self.current, self._pin_record() or {}
         r = self._select([d], force or version is not None)
-        if version is not None and r["status"] != "refused": self._pin(version)
+        if version is not None and r["status"] != "refused":
+            prev = list(rec.get("previous", []))               # the pin's history: what `rollback_alias` goes back to
+            if before is not None and before.path.name != version: prev.append(before.path.name)
+            self._pin(version, prev)
         return r
 
 # %% ../../nbs/73_serve.registry.ipynb #deed76f7
@@ -351,18 +388,19 @@ def rollback(self: ModelRegistry) -> dict:
         if self.current is None: return self._result("refused", "nothing is serving: nothing to roll back from")
         older = [d for d in reversed(self.versions()) if d.name < self.current.path.name]
         r = self._select(older, force=False) if older else self._result("refused", f"no version older than {self.current.version}")
-        if r["status"] == "swapped": self._pin(self.current.path.name)
+        if r["status"] == "swapped": self._pin(self.current.path.name, (self._pin_record() or {}).get("previous"))
         return r
 
 def status(self: ModelRegistry) -> list[dict]:
-    "Every version directory with its state: serving, pinned, refused (and why), or available."
+    "Every version directory with its state: serving (by some alias), pinned (champion's pin), refused (and why), or available."
     with self._lock:
-        pin, out = self.pinned(), []
+        pin, out, by = self.pinned(), [], {}
+        for a, b in self.serving().items(): by.setdefault(b.path, []).append(a)
         for d in self.versions():
             was = self._refused.get(d)
             refused = was[1] if was is not None and was[0] == self._fingerprint(d) else None
-            state = "serving" if self.current is not None and self.current.path == d else "refused" if refused else "available"
-            out.append({"version": d.name, "state": state, "pinned": d.name == pin, "reason": refused})
+            state = "serving" if d in by else "refused" if refused else "available"
+            out.append({"version": d.name, "state": state, "pinned": d.name == pin, "reason": refused, "aliases": by.get(d, [])})
         return out
 
 def _result(self: ModelRegistry, status: str, detail: str, refused: list | None = None) -> dict:
@@ -373,3 +411,146 @@ def _result(self: ModelRegistry, status: str, detail: str, refused: list | None 
 
 ModelRegistry._select, ModelRegistry.load_latest, ModelRegistry.reload = _select, load_latest, reload
 ModelRegistry.rollback, ModelRegistry.status, ModelRegistry._result = rollback, status, _result
+
+# %% ../../nbs/73_serve.registry.ipynb #635ee01b
+ALIAS_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"      # alias names (also the admin endpoints' path parameter)
+MAX_ALIASES = 8                                      # aliases one process holds (each holds a loaded bundle)
+
+def alias_pins(self: ModelRegistry) -> dict:
+    "The alias file: {alias: {version, previous, pinned_at}} of the aliases other than champion (whose pin is `PIN_FILE`)."
+    p = self.root / ALIAS_FILE
+    try: raw = json.loads(p.read_text())
+    except FileNotFoundError: return {}
+    except ValueError as e: log.error("%s is unreadable (%s); aliases follow their defaults", p, e); return {}
+    return {a: r for a, r in (raw.items() if isinstance(raw, dict) else ())
+            if a != CHAMPION and isinstance(r, dict) and isinstance(r.get("version"), str)}
+
+def aliases(self: ModelRegistry) -> list[str]:
+    "Every alias the registry knows: champion, then the required, configured and pinned ones."
+    return [CHAMPION, *sorted((set(self.required) | set(self.defaults) | set(self.alias_pins())) - {CHAMPION})]
+
+def target(self: ModelRegistry, alias: str) -> str | None:
+    "The version `alias` should serve: its pin, else its configured default (champion: None = the newest that loads)."
+    if alias == CHAMPION: return self.pinned()
+    p = self.alias_pins().get(alias)
+    return p["version"] if p else self.defaults.get(alias)
+
+def ready(self: ModelRegistry) -> bool:
+    "Whether champion and every alias in `required` are loaded."
+    return self.current is not None and all(a in self.loaded for a in self.required if a != CHAMPION)
+
+@contextmanager
+def _file_lock(self: ModelRegistry):
+    "Serialise read-modify-write of the alias file across the service's processes."
+    if not self.root.is_dir(): yield; return
+    with open(self.root / f".{ALIAS_FILE}.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try: yield
+        finally: fcntl.flock(f, fcntl.LOCK_UN)
+
+for _f in (alias_pins, aliases, target, ready, _file_lock): setattr(ModelRegistry, _f.__name__, _f)
+
+# %% ../../nbs/73_serve.registry.ipynb #d4cfe794
+def _load_version(self: ModelRegistry, version: str, force: bool = False) -> tuple[Bundle | None, dict | None]:
+    "The bundle of `version` (shared when another alias serves it; else loaded, sense-checked, warmed), or why not."
+    d = next((v for v in self.versions() if v.name == version), None)
+    if d is None: return None, self._result("not_found", f"no version {version!r} in {self.root}")
+    b = self._serving(d)
+    if b is not None: return b, None
+    was = self._refused.get(d)
+    if was is not None and not force and was[0] == self._fingerprint(d):   # not retried (nor counted) until it changes
+        return None, {"status": "refused", "detail": f"{version} was refused and is unchanged: {was[1]}", "refused": [version]}
+    b = self._try(d)
+    if b is None: return None, self._result("refused", f"refused {version}: {self._refused[d][1]}", [version])
+    return b, None
+
+def _set_alias(self: ModelRegistry, alias: str, b: Bundle):
+    self.loaded = {**self.loaded, alias: b}                  # a new dict: one reference swap; a request keeps its bundle
+    if self.metrics: self.metrics.set_alias(alias, b.version)
+
+def _alias_result(self: ModelRegistry, alias: str, r: dict) -> dict:
+    b = self.bundle(alias)
+    return {**r, "alias": alias, "version": b.version if b is not None else None}
+
+def sync_aliases(self: ModelRegistry) -> dict:
+    "Load what each alias other than champion should serve (its pin, else its default): {alias: result} of those that cannot."
+    with self._lock:
+        out = {}
+        for a in self.aliases()[1:]:
+            t, have = self.target(a), self.loaded.get(a)
+            if t is None: out[a] = {"status": "not_found", "detail": f"alias {a!r} names no version"}; continue
+            if have is not None and have.path.name == t: continue
+            b, why = self._load_version(t)
+            if b is None: out[a] = why; continue
+            self._set_alias(a, b)
+            log.info("alias %s now serves %s", a, b.version, extra={"event": "alias_swapped", "version": b.version})
+        return out
+
+for _f in (_load_version, _set_alias, _alias_result, sync_aliases): setattr(ModelRegistry, _f.__name__, _f)
+
+# %% ../../nbs/73_serve.registry.ipynb #29b4b86b
+def _now() -> str: return datetime.now(timezone.utc).isoformat()
+
+def pin_alias(self: ModelRegistry, alias: str, version: str) -> dict:
+    "Serve `version` under `alias` and pin it there (every process follows); refused unless it verifies, loads and makes sense."
+    if alias == CHAMPION: return self._alias_result(alias, self.reload(version=version))
+    with self._lock, self._file_lock():
+        if alias not in self.aliases() and len(self.aliases()) >= MAX_ALIASES:
+            return {**self._result("refused", f"{MAX_ALIASES} aliases exist already ({', '.join(self.aliases())}); "
+                                   "re-pin one of them"), "alias": alias, "version": None}
+        b, why = self._load_version(version, force=True)
+        if b is None: return self._alias_result(alias, why)
+        pins, was = self.alias_pins(), self.loaded.get(alias)
+        rec = pins.get(alias, {}); prev = list(rec.get("previous", []))
+        old = was.path.name if was is not None else rec.get("version")
+        if old is not None and old != version: prev.append(old)
+        pins[alias] = {"version": version, "pinned_at": _now(), "previous": prev[-HISTORY:]}
+        self._write(ALIAS_FILE, pins)                        # persisted first: a restarted process comes back on it
+        self._set_alias(alias, b)
+        same = was is b
+        return self._alias_result(alias, self._result("unchanged" if same else "swapped",
+                                                      f"{alias} {'already serves' if same else 'now serves'} {version}"))
+
+def rollback_alias(self: ModelRegistry, alias: str) -> dict:
+    "Serve and pin `alias`'s previous version (the newest remembered one that loads); champion without history: `rollback()`."
+    with self._lock, self._file_lock():
+        champ, pins = alias == CHAMPION, self.alias_pins()
+        if not champ and alias not in self.aliases():
+            return {"status": "unknown_alias", "detail": f"no alias {alias!r} (aliases: {', '.join(self.aliases())})",
+                    "alias": alias, "version": None, "refused": []}
+        prev = list(((self._pin_record() or {}) if champ else pins.get(alias, {})).get("previous", []))
+        if champ and not prev: return self._alias_result(alias, self.rollback())
+        refused, now = [], self.bundle(alias)
+        while prev:
+            v = prev.pop()
+            if champ:
+                d = next((x for x in self.versions() if x.name == v), None)
+                r = self._select([d]) if d is not None else None
+                if d is None or self.current is None or self.current.path != d: refused.append(v); continue
+                self._pin(v, prev)
+                return self._alias_result(alias, {**r, "detail": _detail(refused, f"{alias} rolled back to {v}"), "refused": refused})
+            else:
+                b, _ = self._load_version(v)
+                if b is None: refused.append(v); continue
+                pins[alias] = {"version": v, "pinned_at": _now(), "previous": prev}
+                self._write(ALIAS_FILE, pins); self._set_alias(alias, b)
+            return self._alias_result(alias, self._result("swapped", _detail(refused, f"{alias} rolled back to {v}"), refused))
+        still = now.version if now is not None else "nothing"
+        return self._alias_result(alias, self._result("refused", _detail(refused, f"no previous version of {alias} to roll "
+                                                                         f"back to; it still serves {still}"), refused))
+
+# %% ../../nbs/73_serve.registry.ipynb #1dc04196
+def alias_status(self: ModelRegistry) -> dict:
+    "{alias: version served, target (its pin or default), where the target comes from, state, refusal, previous versions}."
+    with self._lock:
+        pins, rec, out = self.alias_pins(), self._pin_record() or {}, {}
+        for a in self.aliases():
+            b, t, p = self.bundle(a), self.target(a), rec if a == CHAMPION else pins.get(a, {})
+            src = "pin" if p.get("version") else "config" if a in self.defaults else "newest" if a == CHAMPION else None
+            state = "not_loaded" if b is None else "serving" if t is None or b.path.name == t else "stale"
+            was = self._refused.get(self.root / t) if t is not None and state != "serving" else None
+            out[a] = {"version": b.version if b is not None else None, "target": t, "source": src, "state": state,
+                      "reason": was[1] if was else None, "previous": list(p.get("previous", [])), "needed_by": self.required.get(a)}
+        return out
+
+ModelRegistry.pin_alias, ModelRegistry.rollback_alias, ModelRegistry.alias_status = pin_alias, rollback_alias, alias_status
