@@ -239,3 +239,26 @@ def test_start_refuses_bad_configs_and_open_admin_on_a_public_address(tmp_path):
     err = refused(CONFIG, "--host", "0.0.0.0")
     assert "refusing to bind '0.0.0.0'" in err and "MUSICML_SERVE_ADMIN_TOKEN" in err
     assert "refusing to bind '::'" in refused(CONFIG, "--host", "::", env={"MUSICML_SERVE_ADMIN_TOKEN": ""})
+
+
+def test_not_ready_while_an_arms_alias_cannot_load_until_it_is_pinned(tmp_path):
+    models, cfg = _models(tmp_path)
+    f = models / "v1" / "itemknn.npz"; raw = bytearray(f.read_bytes()); raw[len(raw) // 2] ^= 0xFF; f.write_bytes(bytes(raw))
+    users = [int(u) for u in load_arrays(models / "v2" / "catalog.npz")["user_ids"]]
+    treat = next(u for u in users if LAYER.assign(u) and LAYER.assign(u).arm == "treatment")
+    ctrl = next(u for u in users if LAYER.assign(u) and LAYER.assign(u).arm == "control")
+    srv = ServerProcess(models, env=_env(cfg), log_path=tmp_path / "server.log").start(wait_ready=False)
+    try:
+        for _ in range(300):
+            r = httpx.get(srv.url + "/readyz")
+            if "challenger" in r.json().get("message", ""): break
+            time.sleep(0.1)
+        assert r.status_code == 503 and r.json()["code"] == "not_ready", r.text
+        assert "model aliases not loaded: challenger (experiment 'ranker-v2' arm treatment; version v1: invalid:" in r.json()["message"]
+        rec = lambda u: httpx.post(srv.url + "/v1/recommendations", json={"user_id": u})
+        assert rec(ctrl).status_code == 200 and rec(treat).status_code == 503   # the treatment is never served another model
+        r = httpx.post(srv.url + "/admin/aliases/challenger", json={"version": "v2"}, headers=TOKEN, timeout=60)
+        assert r.status_code == 200 and httpx.get(srv.url + "/readyz").status_code == 200, r.text
+        assert rec(treat).json()["model_version"] == "v2"
+    finally:
+        srv.stop()

@@ -542,15 +542,15 @@ def rollback_alias(self: ModelRegistry, alias: str) -> dict:
 # %% ../../nbs/73_serve.registry.ipynb #1dc04196
 def alias_status(self: ModelRegistry) -> dict:
     "{alias: version served, target (its pin or default), where the target comes from, state, refusal, previous versions}."
-    with self._lock:
-        pins, rec, out = self.alias_pins(), self._pin_record() or {}, {}
-        for a in self.aliases():
-            b, t, p = self.bundle(a), self.target(a), rec if a == CHAMPION else pins.get(a, {})
-            src = "pin" if p.get("version") else "config" if a in self.defaults else "newest" if a == CHAMPION else None
-            state = "not_loaded" if b is None else "serving" if t is None or b.path.name == t else "stale"
-            was = self._refused.get(self.root / t) if t is not None and state != "serving" else None
-            out[a] = {"version": b.version if b is not None else None, "target": t, "source": src, "state": state,
-                      "reason": was[1] if was else None, "previous": list(p.get("previous", [])), "needed_by": self.required.get(a)}
-        return out
+    # no lock: `/readyz` reads it on the event loop while a pin may be loading a bundle under the lock
+    pins, rec, out = self.alias_pins(), self._pin_record() or {}, {}
+    for a in self.aliases():
+        b, t, p = self.bundle(a), self.target(a), rec if a == CHAMPION else pins.get(a, {})
+        src = "pin" if p.get("version") else "config" if a in self.defaults else "newest" if a == CHAMPION else None
+        state = "not_loaded" if b is None else "serving" if t is None or b.path.name == t else "stale"
+        was = self._refused.get(self.root / t) if t is not None and state != "serving" else None
+        out[a] = {"version": b.version if b is not None else None, "target": t, "source": src, "state": state,
+                  "reason": was[1] if was else None, "previous": list(p.get("previous", [])), "needed_by": self.required.get(a)}
+    return out
 
 ModelRegistry.pin_alias, ModelRegistry.rollback_alias, ModelRegistry.alias_status = pin_alias, rollback_alias, alias_status
