@@ -7,7 +7,6 @@ import sys
 import threading
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 
 import httpx
 import pytest
