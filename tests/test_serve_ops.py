@@ -20,7 +20,7 @@ def _exported() -> set[str]:
     m = ServeMetrics()
     m.set_model("v", ["x"], 0.0)
     for c in (m.requests.labels("r", "GET", "200"), m.fallbacks.labels("s", "r"), m.responses.labels("p"),
-              m.load_failures.labels("r"), m.reloads.labels("r")): c.inc()
+              m.load_failures.labels("r"), m.reloads.labels("r"), m.canary_rollbacks.labels("a", "p99")): c.inc()
     for h in (m.latency.labels("r", "2xx"), m.stage.labels("s"), m.batch_size.labels("s"), m.batch_seconds.labels("s"),
               m.search_seconds.labels("m")): h.observe(1)
     names = set(re.findall(r"^(musicml_[a-z_]+)", generate_latest(m.registry).decode(), re.M))

@@ -129,9 +129,11 @@ def _served(b: Bundle, t: float, a: Assignment | None = None, alias: str = CHAMP
                 models=b.stage_versions, took_ms=(time.perf_counter() - t) * 1e3)
 
 def route(request: Request, p: Pipeline, user_id: int | None) -> tuple[Bundle, Assignment | None, str]:
-    "(bundle, assignment, alias) of a request: the alias of the user's arm of the live experiment, else champion (503 while not loaded)."
+    "(bundle, assignment, alias) of a request: the alias of the user's arm of the live experiment (or the canary's), else champion (503 while not loaded)."
     x = getattr(request.app.state, "experiment", None)
     a, alias = x.route(user_id) if x is not None else (None, CHAMPION)
+    cn = getattr(request.app.state, "canary", None)           # a canary takes its share of its alias's users (`serve.rollout`)
+    if cn is not None and alias == cn.cfg.replaces and cn.takes(user_id): alias = cn.cfg.alias
     b = p.registry.bundle(alias)                              # read once: the request keeps this bundle throughout
     if b is None: raise HTTPException(503, f"model alias {alias!r} is not loaded yet; retry shortly")
     if p.metrics is not None: p.metrics.arm_request(a.arm if a else None, alias)
@@ -142,13 +144,26 @@ def route(request: Request, p: Pipeline, user_id: int | None) -> tuple[Bundle, A
 async def recommendations(req: RecommendationRequestV1, p: Pipe, request: Request) -> Response:
     "Top-k artists for a user or a list of recent artists (retrieval → ranking → post-processing)."
     t = time.perf_counter(); b, a, alias = route(request, p, req.user_id)
-    q = make_query(b, req.user_id, req.recent_artist_ids)
-    ex = np.array([i for i in (b.item_index.get(a, -1) for a in req.filters.exclude_artist_ids) if i >= 0], np.int64)
-    r = await p.recommend(q, req.k, req.exclude_seen, ex, req.filters.min_listeners, req.diversity)
-    body = dict(api_version="v1", **_served(b, t, a, alias), user_id=req.user_id, k=req.k, items=_artists(b, r.items, r.scores, r.sources),
-                path=r.path, degraded=bool(r.degraded), degraded_reasons=r.degraded, unknown_artist_ids=q.unknown_artist_ids)
+    try:
+        q = make_query(b, req.user_id, req.recent_artist_ids)
+        ex = np.array([i for i in (b.item_index.get(a, -1) for a in req.filters.exclude_artist_ids) if i >= 0], np.int64)
+        r = await p.recommend(q, req.k, req.exclude_seen, ex, req.filters.min_listeners, req.diversity)
+        body = dict(api_version="v1", **_served(b, t, a, alias), user_id=req.user_id, k=req.k, items=_artists(b, r.items, r.scores, r.sources),
+                    path=r.path, degraded=bool(r.degraded), degraded_reasons=r.degraded, unknown_artist_ids=q.unknown_artist_ids)
+    except Exception as e:
+        if not isinstance(e, HTTPException): _watch(request, alias, b, t, error=True)
+        raise
+    _watch(request, alias, b, t, r.degraded)
     _log_exposure(request, req.user_id, a, body)
+    sh = getattr(request.app.state, "shadow", None)
+    if sh is not None: sh.offer(alias, body, req)             # scored after this answer, on the shadow's thread
     return _json(body)
+
+def _watch(request: Request, alias: str, b: Bundle, t: float, degraded=(), error: bool = False):
+    "Feed the canary's window with a request its alias served: time, error (a failure, or a stage error answered by a fallback), fallback."
+    cn = getattr(request.app.state, "canary", None)
+    if cn is None or alias != cn.cfg.alias: return
+    cn.observe(b.version, time.perf_counter() - t, error or any(d.endswith(":error") for d in degraded), error or bool(degraded))
 
 def _log_exposure(request: Request, user_id: int | None, a: Assignment | None, body: dict):
     "Log the exposure (the arm, the version that served it) when the user has an arm (see `serve.app.exposure_logging`)."
@@ -166,6 +181,7 @@ async def rank(req: RankRequestV1, p: Pipe, request: Request) -> Response:
     q = make_query(b, req.user_id, req.recent_artist_ids)
     items = np.unique(np.array([i for i in idx if i >= 0], np.int32))        # dedupe
     s, degraded = await p.rank(q, items) if len(items) else (np.zeros(0, np.float32), [])
+    _watch(request, alias, b, t, degraded)
     order = np.argsort(-s, kind="stable")
     src = ["popularity" if (q.cold or degraded) else "ranker"] * len(items)
     return _json(dict(api_version="v1", **_served(b, t, a, alias), items=_artists(b, items[order], s[order], src),

@@ -43,6 +43,7 @@ from .events import router as events_router
 from .metrics import ServeMetrics, exposition, json_logging, multiprocess_dir, ready_processes, request_id
 from .pipeline import Pipeline
 from .registry import ALIAS_RE, ModelRegistry
+from .rollout import Canary, Shadow
 
 log = get_logger("musicml.serve.app")
 
@@ -117,7 +118,8 @@ class Settings(BaseSettings):
     events_flush_every: int = 10_000    # outcome events per Parquet part (until then they are in the write-ahead log)
     events_flush_interval_s: float = 60.0  # ... or a part at least this often
     events_commit_timeout_s: float = 10.0  # a batch not durable within this is answered 503 (the disk is stuck)
-    faults: str = ""                    # chaos testing: "rank:error,retrieve:timeout"
+    faults: str = ""                    # chaos testing: "rank:error,retrieve:timeout"; "rank:error@v2": only the requests
+                                        # that bundle version v2 serves (e.g. a broken canary drill)
     log_level: str = "INFO"
     access_log: bool = False            # one JSON log line per request
 
@@ -143,12 +145,12 @@ class Settings(BaseSettings):
                              "MUSICML_SERVE_ADMIN_TOKEN, or MUSICML_SERVE_ADMIN_ENABLED=false, or bind 127.0.0.1")
 
     def fault_map(self) -> dict:
-        "`faults` as {stage: kind}."
+        "`faults` as {stage: kind} (kind: error or timeout, optionally @version)."
         out = {}
         for part in filter(None, (p.strip() for p in self.faults.split(","))):
             stage, _, kind = part.partition(":")
-            if stage not in ("retrieve", "rank") or kind not in ("error", "timeout"):
-                raise ValueError(f"MUSICML_SERVE_FAULTS: expected stage:kind with stage retrieve|rank and kind error|timeout, got {part!r}")
+            if stage not in ("retrieve", "rank") or kind.partition("@")[0] not in ("error", "timeout") or kind.endswith("@"):
+                raise ValueError(f"MUSICML_SERVE_FAULTS: expected stage:kind[@version] with stage retrieve|rank and kind error|timeout, got {part!r}")
             out[stage] = kind
         return out
 
@@ -355,7 +357,7 @@ def probe_router(admin: bool = True,  # mount /admin/* (`Settings.admin_enabled`
                 "search": None if not st.search_on else ("ready" if st.searcher is not None else st.search_error or "loading"),
                 "search_docs": None if st.searcher is None else len(st.searcher),
                 "aliases": {a: x.version for a, x in st.registry.serving().items()},
-                "experiment": st.experiment.experiment.name if getattr(st, "experiment", None) is not None else None}
+                "experiment": st.experiment.experiment.name if getattr(st, "experiment", None) is not None and st.experiment.layer else None}
 
     @r.get("/metrics", tags=["probes"], response_class=Response)
     async def prometheus_metrics(request: Request):
@@ -408,10 +410,19 @@ def _alias_routes(r: APIRouter):
 
     @r.get("/admin/aliases", tags=["admin"], responses=_ADMIN, dependencies=guard)
     async def list_aliases(request: Request) -> dict:
-        "The live experiment (arms -> aliases, shares), every alias (the version it serves, its pin or default, state, previous versions), and every version with its load state."
-        st = request.app.state; x = st.experiment
+        "The live experiment (arms -> aliases, shares), every alias (the version it serves, its pin or default, state, previous versions), every version with its load state, and the shadow and the canary (`serve.rollout`)."
+        st = request.app.state; x = st.experiment; sh, cn = getattr(st, "shadow", None), getattr(st, "canary", None)
         return {"experiment": x.describe() if x is not None else None,
-                "aliases": await asyncio.to_thread(st.registry.alias_status), "versions": await asyncio.to_thread(st.registry.status)}
+                "aliases": await asyncio.to_thread(st.registry.alias_status), "versions": await asyncio.to_thread(st.registry.status),
+                "shadow": sh.describe() if sh is not None else None, "canary": cn.describe() if cn is not None else None}
+
+    @r.post("/admin/canary/resume", tags=["admin"], dependencies=guard,
+            responses={**_ADMIN, 404: {"model": ErrorV1, "description": "no canary configured"}})
+    async def resume_canary(request: Request) -> dict:
+        "Let the rolled-back canary take its share again (every process follows); pinning its alias to another version does it too."
+        cn = getattr(request.app.state, "canary", None)
+        if cn is None: return error_response(404, "no canary configured (the experiment config has no [canary] table)", code="no_canary")
+        return await asyncio.to_thread(cn.resume)
 
     @r.post("/admin/aliases/{alias}", tags=["admin"], responses=_PIN, dependencies=guard)
     async def pin_alias(request: Request, alias: AliasName, body: PinRequestV1) -> dict:
@@ -447,6 +458,10 @@ def create_app(settings: Settings | None = None,  # default: `Settings()` from t
         pipeline.warm(b); settle_heap()
     registry = ModelRegistry(Path(s.models) if s.models else Path("/nonexistent-models-dir"), metrics, warm=warm)
     pipeline.registry = registry
+    x = experiment                                            # the shadow and the canary of its config (`serve.rollout`)
+    shadow = Shadow(x.shadow, registry, metrics, s.n_candidates, s.max_batch, pipeline.batcher.pending,
+                    lambda: _limit_threads(s.threads)) if x is not None and x.shadow else None
+    canary = Canary(x.canary, registry, metrics) if x is not None and x.canary else None
     if experiment is not None:                                # every arm's alias stays loaded; readiness waits for them
         registry.defaults, registry.required = dict(experiment.defaults), experiment.required()
         check_aliases(experiment, registry)
@@ -477,8 +492,12 @@ def create_app(settings: Settings | None = None,  # default: `Settings()` from t
             app.state.search_loader = threading.Thread(target=_load_search, args=(app, s), daemon=True, name="search-loader")
             app.state.search_loader.start()
         watcher = asyncio.create_task(_watch()) if reload_every > 0 else None
+        if shadow is not None: shadow.start()
+        monitor = asyncio.create_task(canary.run()) if canary is not None else None
         yield
         if watcher: watcher.cancel()
+        if monitor: monitor.cancel()
+        if shadow is not None: await shadow.stop()
         await pipeline.stop()
         if app.state.exposures: app.state.exposures.writer.close()  # write what is buffered
         if app.state.outcomes is not None: await asyncio.to_thread(app.state.outcomes.close)   # the log into Parquet
@@ -489,6 +508,7 @@ def create_app(settings: Settings | None = None,  # default: `Settings()` from t
     app.state.metrics_dir, app.state.searcher, app.state.search_error, app.state.search_loader = mdir, searcher, None, None
     app.state.search_on = searcher is not None or s.serves_search()
     app.state.exposures, app.state.outcomes, app.state.experiment = exposure_logging(s), outcome_logging(s, metrics), experiment
+    app.state.shadow, app.state.canary = shadow, canary
     app.include_router(recs_router); app.include_router(events_router)
     app.state.search_mounted = _mount_search(app, s, force=searcher is not None)
     app.include_router(probe_router(admin=s.admin_enabled))

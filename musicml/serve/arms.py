@@ -11,15 +11,15 @@ import json
 import math
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from ..experiment.assign import Assignment, Experiment, Layer
 from .registry import ALIAS_RE, CHAMPION
 
 # %% auto #0
-__all__ = ['ConfigError', 'ServeExperiment', 'experiment_from_dict', 'load_experiment_config', 'experiment_from_env',
-           'check_aliases']
+__all__ = ['ConfigError', 'ServeExperiment', 'experiment_from_dict', 'ShadowConfig', 'CanaryConfig', 'load_experiment_config',
+           'experiment_from_env', 'check_aliases']
 
 # %% ../../nbs/73a_serve.arms.ipynb #7c6a92d1
 class ConfigError(ValueError):
@@ -27,18 +27,20 @@ class ConfigError(ValueError):
 
 @dataclass
 class ServeExperiment:
-    "A live experiment: one experiment of a layer, each arm served by a model alias."
-    layer: Layer
+    "A live experiment: one experiment of a layer, each arm served by a model alias (and a shadow and a canary, `serve.rollout`)."
+    layer: Layer | None                                       # None: no A/B test (a config of a shadow or a canary only)
     aliases: dict[str, str]                                   # arm -> alias
     defaults: dict[str, str] = field(default_factory=dict)   # alias -> version while no pin names one
     source: str = "MUSICML_SERVE_EXPERIMENT"                  # where it was configured (for messages)
+    shadow: ShadowConfig | None = None
+    canary: CanaryConfig | None = None
 
     @property
-    def experiment(self) -> Experiment: return self.layer.experiments[0]
+    def experiment(self) -> Experiment | None: return self.layer.experiments[0] if self.layer is not None else None
 
     def route(self, user_id: int | None) -> tuple[Assignment | None, str]:
         "The user's assignment (None: anonymous, or outside the experiment's traffic) and the alias that serves it."
-        if user_id is None: return None, CHAMPION
+        if user_id is None or self.layer is None: return None, CHAMPION
         a = self.layer.assign(user_id)
         return (a, self.aliases[a.arm]) if a is not None else (None, CHAMPION)
 
@@ -48,9 +50,10 @@ class ServeExperiment:
         for arm, al in self.aliases.items(): out.setdefault(al, []).append(arm)
         return {al: f"experiment {self.experiment.name!r} arm{'s' * (len(v) > 1)} {', '.join(v)}" for al, v in out.items()}
 
-    def describe(self) -> dict:
-        "The experiment as the admin endpoints list it."
+    def describe(self) -> dict | None:
+        "The experiment as the admin endpoints list it (None without an A/B test)."
         e = self.experiment
+        if e is None: return None
         return {"name": e.name, "layer": self.layer.name, "salt": e.salt, "traffic": e.traffic, "source": self.source,
                 "arms": {a: {"alias": self.aliases[a], "share": w} for a, w in e.arms.items()}}
 
@@ -77,8 +80,11 @@ def _share(where, key, v, lo=0.0, hi=1.0):
 
 def experiment_from_dict(d: dict, where: str = "experiment config") -> ServeExperiment:
     "A parsed config (the layout above) as a `ServeExperiment`; `ConfigError` naming `where` and the key otherwise."
-    _table(where, "", d, ("experiment", "aliases"))
-    if "experiment" not in d: _fail(where, "experiment", "missing: the experiment's name and arms")
+    _table(where, "", d, ("experiment", "aliases", "shadow", "canary"))
+    shadow, canary = _rollout(where, d)
+    if "experiment" not in d and not (shadow or canary):
+        _fail(where, "experiment", "missing: the experiment's name and arms (or a [shadow] or [canary] table)")
+    if "experiment" not in d: return _aliases(where, d, None, {}, shadow, canary)
     e = _table(where, "experiment", d["experiment"], ("name", "layer", "salt", "traffic", "arms"))
     if "name" not in e: _fail(where, "experiment.name", "missing")
     name, layer = _name(where, "experiment.name", e["name"]), _name(where, "experiment.layer", e.get("layer", "serve"))
@@ -95,13 +101,66 @@ def experiment_from_dict(d: dict, where: str = "experiment config") -> ServeExpe
         aliases[arm], shares[arm] = _name(where, f"{k}.alias", spec["alias"], what="an alias"), _share(where, f"{k}.share", spec["share"])
     if abs(sum(shares.values()) - 1) > 1e-6:
         _fail(where, "experiment.arms", f"shares sum to {sum(shares.values()):g}, not 1 ({', '.join(f'{a}={s:g}' for a, s in shares.items())})")
+    return _aliases(where, d, Layer(layer, [Experiment(name, shares, traffic, salt)]), aliases, shadow, canary)
+
+def _aliases(where, d, layer, aliases, shadow, canary) -> ServeExperiment:
     defaults = d.get("aliases", {})
     if not isinstance(defaults, dict): _fail(where, "aliases", f"expected a table of alias = version, got {type(defaults).__name__}")
     for al, v in defaults.items():
         _name(where, f"aliases.{al}", al, what="an alias")
         if al == CHAMPION: _fail(where, "aliases.champion", "champion serves its pin, else the newest version: pin it with POST /admin/aliases/champion")
         _name(where, f"aliases.{al}", v, _VERSION, "a version")
-    return ServeExperiment(Layer(layer, [Experiment(name, shares, traffic, salt)]), aliases, dict(defaults), where)
+    return ServeExperiment(layer, aliases, dict(defaults), where, shadow, canary)
+
+# %% ../../nbs/73a_serve.arms.ipynb #cbdba09a
+@dataclass(frozen=True)
+class ShadowConfig:
+    "`[shadow]`: score a sampled share of the live answers with another alias, off the response path (`serve.rollout.Shadow`)."
+    alias: str                     # the alias that scores in the shadow (its version: [aliases] or a pin)
+    share: float = 0.1             # share of POST /v1/recommendations answers it also scores
+    queue: int = 256               # sampled requests waiting for the shadow; more are dropped (counted: queue_full)
+    max_live_queue: int = 0        # drop the shadow's batch (counted: busy) while more live requests wait for the model
+    log_share: float = 0.01        # share of the compared requests logged (one JSON line each: event shadow_compared)
+
+@dataclass(frozen=True)
+class CanaryConfig:
+    "`[canary]`: a new version takes a share of `replaces`'s traffic and is rolled back when a bound breaks (`serve.rollout.Canary`)."
+    alias: str                     # the canary alias (its version: [aliases] or a pin)
+    share: float = 0.05            # share of the users `replaces` would serve that the canary serves instead (by user id)
+    replaces: str = CHAMPION       # the alias whose traffic it takes, and that takes it back on a rollback
+    salt: str = "canary"           # which users (change it to pick others)
+    window_s: float = 60.0         # the rolling window the bounds are evaluated over
+    min_requests: int = 50         # no verdict on fewer canary requests in the window
+    max_error_rate: float | None = 0.01      # stage errors (answered by a fallback) and failed requests / requests
+    max_fallback_rate: float | None = 0.05   # degraded answers (any fallback: error or timeout) / requests
+    max_p99_ms: float | None = 100.0         # p99 of the canary's request time in the route
+    check_interval_s: float = 1.0  # how often the window is evaluated (and other processes' rollbacks picked up)
+
+def _int(where, key, v, lo=1, hi=10**9):
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi: _fail(where, key, f"expected an integer in [{lo}, {hi}], got {v!r}")
+    return v
+
+def _rollout(where, d) -> tuple[ShadowConfig | None, CanaryConfig | None]:
+    "The `[shadow]` and `[canary]` tables of a config, validated (`ConfigError` naming the key)."
+    shadow = canary = None
+    if "shadow" in d:
+        s = _table(where, "shadow", d["shadow"], [f.name for f in fields(ShadowConfig)])
+        if "alias" not in s: _fail(where, "shadow.alias", "missing: the alias that scores in the shadow")
+        shadow = ShadowConfig(_name(where, "shadow.alias", s["alias"], what="an alias"), _share(where, "shadow.share", s.get("share", 0.1)),
+                              _int(where, "shadow.queue", s.get("queue", 256)), _int(where, "shadow.max_live_queue", s.get("max_live_queue", 0), 0),
+                              _share(where, "shadow.log_share", s.get("log_share", 0.01)))
+    if "canary" in d:
+        c = _table(where, "canary", d["canary"], [f.name for f in fields(CanaryConfig)])
+        if "alias" not in c: _fail(where, "canary.alias", "missing: the alias of the new version")
+        num = lambda k, dflt, hi: _share(where, f"canary.{k}", c.get(k, dflt), 0.0, hi) if c.get(k, dflt) is not None else None
+        canary = CanaryConfig(_name(where, "canary.alias", c["alias"], what="an alias"), _share(where, "canary.share", c.get("share", 0.05)),
+                              _name(where, "canary.replaces", c.get("replaces", CHAMPION), what="an alias"),
+                              _name(where, "canary.salt", c.get("salt", "canary")), _share(where, "canary.window_s", c.get("window_s", 60.0), 0.0, 86400.0),
+                              _int(where, "canary.min_requests", c.get("min_requests", 50)), num("max_error_rate", 0.01, 1.0),
+                              num("max_fallback_rate", 0.05, 1.0), num("max_p99_ms", 100.0, 3.6e6), _share(where, "canary.check_interval_s", c.get("check_interval_s", 1.0), 0.0, 3600.0))
+        if canary.alias in (CHAMPION, canary.replaces): _fail(where, "canary.alias", f"the canary must be another alias than {canary.replaces!r} (and champion)")
+        if canary.window_s <= 0 or canary.check_interval_s <= 0: _fail(where, "canary.window_s", "window_s and check_interval_s must be positive")
+    return shadow, canary
 
 # %% ../../nbs/73a_serve.arms.ipynb #894cc588
 def load_experiment_config(path: str | Path) -> ServeExperiment:
@@ -144,3 +203,8 @@ def check_aliases(x: ServeExperiment, registry) -> None:
             key = f"arm {arm!r}" if env else f"experiment.arms.{arm}.alias"
             raise ConfigError(f"{x.source}: {key}: unknown alias {al!r}: give it a version" + ("" if env else " under [aliases]")
                               + f", or pin one first (POST /admin/aliases/{al})")
+    for key, al in (("shadow.alias", x.shadow and x.shadow.alias), ("canary.alias", x.canary and x.canary.alias),
+                    ("canary.replaces", x.canary and x.canary.replaces)):
+        if al and al != CHAMPION and al not in x.defaults and al not in pinned:
+            raise ConfigError(f"{x.source}: {key}: unknown alias {al!r}: give it a version under [aliases], or pin one first "
+                              f"(POST /admin/aliases/{al})")

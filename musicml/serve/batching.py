@@ -50,6 +50,10 @@ class MicroBatcher:
         self._q.put_nowait((item, fut))
         return fut
 
+    def pending(self) -> int:
+        "Items queued and not yet taken into a batch."
+        return self._q.qsize() if self._q is not None else 0
+
     async def submit(self, item):
         "The result of `fn` for `item`, computed in some batch."
         return await self.enqueue(item)
@@ -72,6 +76,6 @@ class MicroBatcher:
                 for _, f in batch:
                     if not f.done(): f.set_exception(e)
             else:
-                for (_, f), r in zip(batch, results):
-                    if not f.done(): f.set_result(r)
+                for (_, f), r in zip(batch, results):             # an exception as a result fails that item only
+                    if not f.done(): (f.set_exception if isinstance(r, BaseException) else f.set_result)(r)
             if self.on_batch: self.on_batch(len(batch), time.perf_counter() - t)

@@ -17,12 +17,15 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 # %% auto #0
-__all__ = ['LATENCY_BUCKETS', 'BATCH_BUCKETS', 'MULTIPROC_ENV', 'KNOWN_LABELS', 'request_id', 'SERVER_LOGGERS',
-           'multiprocess_dir', 'ServeMetrics', 'exposition', 'ready_processes', 'JsonFormatter', 'json_logging']
+__all__ = ['LATENCY_BUCKETS', 'BATCH_BUCKETS', 'OVERLAP_BUCKETS', 'DIFF_BUCKETS', 'MULTIPROC_ENV', 'KNOWN_LABELS', 'request_id',
+           'SERVER_LOGGERS', 'multiprocess_dir', 'ServeMetrics', 'exposition', 'ready_processes', 'JsonFormatter',
+           'json_logging']
 
 # %% ../../nbs/71_serve.metrics.ipynb #79b9b26e
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+OVERLAP_BUCKETS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.99, 1.0)
+DIFF_BUCKETS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 KNOWN_LABELS = {                                  # counter -> the label values it can take, exported at 0 before the first event
@@ -79,6 +82,23 @@ class ServeMetrics:
                                 registry=r, multiprocess_mode="liveall")
         self.arm_requests = Counter("musicml_arm_requests", "Model-served requests by experiment arm (none: outside the "
                                     "experiment) and model alias", ["arm", "alias"], registry=r)
+        # shadow scoring and canaries (serve.rollout): labelled by the configured alias (bounded: one each)
+        self.shadow_requests = Counter("musicml_shadow_requests", "Live answers the shadow alias also scored and compared "
+                                       "(off the response path)", ["alias"], registry=r)
+        self.shadow_dropped = Counter("musicml_shadow_dropped", "Sampled requests the shadow did not score, by reason "
+                                      "(queue_full, busy: live work waiting, not_loaded)", ["alias", "reason"], registry=r)
+        self.shadow_errors = Counter("musicml_shadow_errors", "Shadow scorings that failed (never seen by clients)", ["alias"], registry=r)
+        self.shadow_overlap = Histogram("musicml_shadow_overlap", "overlap@k of the shadow's top k with the live answer's "
+                                        "(shared artists / k)", ["alias"], buckets=OVERLAP_BUCKETS, registry=r)
+        self.shadow_score_diff = Histogram("musicml_shadow_score_diff", "Mean |score difference| of the artists the shadow "
+                                           "and the live answer share", ["alias"], buckets=DIFF_BUCKETS, registry=r)
+        self.canary_rollbacks = Counter("musicml_canary_rollbacks", "Canaries rolled back automatically, by the bound that "
+                                        "broke (error_rate, fallback_rate, p99)", ["alias", "reason"], registry=r)
+        self.canary_active = Gauge("musicml_canary_active", "1 while the canary alias takes its traffic share; 0 rolled back "
+                                   "or not loaded", ["alias"], registry=r, multiprocess_mode="liveall")
+        self.canary_window = Gauge("musicml_canary_window", "The canary's rolling window (this process): requests, "
+                                   "error_rate, fallback_rate, p99_seconds", ["alias", "signal"], registry=r,
+                                   multiprocess_mode="liveall")
         self._served, self._aliases, self._arms = None, {}, {}          # (version, stages) of the champion; alias -> version
         for labels, values in KNOWN_LABELS.items():                       # every known series exists from the start at 0,
             for v in values: getattr(self, labels).labels(*v)            # so `increase()` sees the first event
@@ -141,6 +161,7 @@ class JsonFormatter(logging.Formatter):
         if rid is not None: d["request_id"] = rid
         for k in ("event", "version", "stage", "reason", "path"):
             if hasattr(record, k): d[k] = getattr(record, k)
+        if isinstance(getattr(record, "fields", None), dict): d.update(record.fields)   # an event's own fields
         if record.exc_info: d["exc"] = self.formatException(record.exc_info)
         return json.dumps(d, default=str)
 

@@ -162,10 +162,14 @@ class Pipeline:
         self.batcher = MicroBatcher(self._run_batch, max_batch, max_wait_ms, "model", None, thread_init)
         self._loop = None
 
-    def _fault(self, stage: str):
-        f = self.faults.get(stage)
-        if f == "error": raise StageFault(f"injected {stage} failure")
-        if f == "timeout": time.sleep(self.timeouts[stage] * 2)
+    def _fault(self, stage: str, jobs: list | None = None) -> set:
+        "Inject `stage`'s fault: every job's (raise, or sleep past the timeout), or, as `kind@version`, the ids of the jobs of that bundle version that fail."
+        kind, _, version = self.faults.get(stage, "").partition("@")
+        hit = [j for j in jobs or () if j.query.bundle.version == version] if version else None
+        if version and not hit: return set()
+        if kind == "error" and hit is None: raise StageFault(f"injected {stage} failure")
+        if kind == "timeout": time.sleep(self.timeouts[stage] * 2)   # (the model thread: the whole batch waits)
+        return {id(j) for j in hit} if kind == "error" and hit else set()
     def _observe(self, stage: str, size: int, t: float):
         if self.metrics and size:
             self.metrics.batch_size.labels(stage).observe(size); self.metrics.batch_seconds.labels(stage).observe(time.perf_counter() - t)
@@ -183,7 +187,9 @@ class Pipeline:
         if rec:
             t = time.perf_counter()
             try:
-                self._fault("retrieve")
+                if bad := self._fault("retrieve", rec):
+                    self._publish([(j.retrieved, StageFault(f"injected retrieve failure ({j.query.bundle.version})")) for j in rec if id(j) in bad])
+                    rec = [j for j in rec if id(j) not in bad]
                 got = retrieve_batch([(j.query, j.n, j.drop_seen) for j in rec])
             except Exception as e:
                 self._publish([(j.retrieved, e) for j in rec]); got = None
@@ -193,7 +199,8 @@ class Pipeline:
                 cands.update({id(j): g[0] for j, g in zip(rec, got) if len(g[0])})
         todo = [j for j in jobs if id(j) in cands and not j.query.cold]
         t = time.perf_counter()
-        self._fault("rank")                                   # an error fails this batch's rank futures only
+        bad = self._fault("rank", todo)                       # an error fails this batch's rank futures only (with a
+        todo = [j for j in todo if id(j) not in bad]          # version: those of its jobs)
         scores = dict(zip(map(id, todo), rank_batch([(j.query, cands[id(j)]) for j in todo]) if todo else []))
         self._observe("rank", len(todo), t)
         ranked = []                                            # recommend jobs: candidates in ranker order
@@ -209,7 +216,8 @@ class Pipeline:
             dt = time.perf_counter() - t
             for f in final:
                 if f is not None: self.metrics.stage.labels("postprocess").observe(dt)
-        return [(scores.get(id(j)), f) if j.k is not None else scores.get(id(j)) for j, f in zip(jobs, final)]
+        return [StageFault(f"injected rank failure ({j.query.bundle.version})") if id(j) in bad
+                else (scores.get(id(j)), f) if j.k is not None else scores.get(id(j)) for j, f in zip(jobs, final)]
 
     def start(self):
         self._loop = asyncio.get_running_loop(); self.batcher.start()
