@@ -15,7 +15,8 @@ def test_serving_load_notebook(tmp_path):
     build_synthetic_trained_artifacts(tmp_path / "models", "v1", n_users=100, n_items=300, n_interactions=4000, epochs=1)
     pm.execute_notebook(str(ROOT / "benchmarks_nbs/serving_load.ipynb"), str(tmp_path / "out.ipynb"),
                         parameters=dict(models_dir=str(tmp_path / "models"), rps=40.0, duration=2.0, sweep_rps="20,40",
-                                        sweep_duration=1.5, warmup=1.0, output_dir=str(tmp_path)),
+                                        sweep_duration=1.5, warmup=1.0, output_dir=str(tmp_path), shadow_rps=40.0,
+                                        shadow_duration=1.0, shadow_repeats=2),
                         kernel_name="musicml", progress_bar=False, cwd=str(ROOT))
     res = json.loads((tmp_path / "serving_load.json").read_text())
     assert set(res["sweep"]) == {"on", "off"} and res["main"]["requests"] == 80
@@ -25,4 +26,6 @@ def test_serving_load_notebook(tmp_path):
     assert abs(sum(host) - 1) < 1e-6 and host[0] > 0 and all("host_steal" in s for s in res["sweep"]["on"])
     assert {s["kind"] for s in res["bundle"]["stages"].values()} == {"two_tower", "sasrec", "ease", "friends", "tag_profile",
                                                                      "itemknn", "dcn"}
+    sh = res["shadow"]                                                # shadow off and on, side by side
+    assert len(sh["p99_ms"]["on"]) == len(sh["p99_ms"]["off"]) == 2 and sh["errors"] == {"off": 0, "on": 0} and sh["shadow"]["compared"] > 0
     assert (tmp_path / "serving_sweep.png").stat().st_size > 10_000 and (tmp_path / "serving_main.png").exists()
