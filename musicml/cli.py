@@ -15,7 +15,8 @@ from .core import MissingExtra, require_extra
 from .data.datasets import DATASETS
 
 # %% auto #0
-__all__ = ['PLUGINS', 'EXTRA_OF', 'data_info', 'evaluate_cmd', 'card_cmd', 'build_parser', 'missing_extra', 'add_plugins', 'main']
+__all__ = ['PLUGINS', 'EXTRA_OF', 'data_info', 'data_card_cmd', 'data_validate_cmd', 'evaluate_cmd', 'card_cmd', 'build_parser',
+           'missing_extra', 'add_plugins', 'main']
 
 # %% ../nbs/90_cli.ipynb #169f7f73
 def _table(rows: list[tuple[str, object]]) -> str:
@@ -24,8 +25,13 @@ def _table(rows: list[tuple[str, object]]) -> str:
     return "\n".join(f"{k.ljust(w)}  {fmt(v)}" for k, v in rows)
 
 def data_info(args) -> int:
-    "Print a dataset's statistics and known quirks."
-    if args.dataset == "lastfm-2k":
+    "Print a dataset's statistics and known quirks (any other name or card file: the card's statistics and transforms)."
+    if args.dataset not in DATASETS:
+        from musicml.data.cards import dataset_stats, load_dataset, report_lines
+        d = load_dataset(args.dataset, args.data_dir)
+        print(f"{d.name}  ({d.card.source})\n" + _table(list(dataset_stats(d).items())))
+        for line in report_lines(d): print(line)
+    elif args.dataset == "lastfm-2k":
         from musicml.data.lastfm import lastfm_stats, load_lastfm
         d = load_lastfm(args.data_dir)
         print(f"Last.fm HetRec 2011 2K  ({d.path})\n" + _table(list(lastfm_stats(d).items())))
@@ -40,6 +46,36 @@ def data_info(args) -> int:
         print("MusicCaps\n" + _table(rows))
     return 0
 
+# %% ../nbs/90_cli.ipynb #b2d21596
+def data_card_cmd(args) -> int:
+    "`musicml data card FILE [--out CARD]`: draft a dataset card; the guesses go to stderr."
+    import os
+    import tempfile
+    from pathlib import Path
+    from musicml.data.cards import draft_card
+    text, notes = draft_card(args.file, args.name)
+    for n in notes: print(f"guessed: {n}", file=sys.stderr)
+    if not args.out:
+        sys.stdout.write(text); return 0
+    out = Path(args.out)
+    if out.exists() and not args.force: raise FileExistsError(f"{out}: exists; pass --force to replace it")
+    if args.out and Path(args.file).resolve().parent != out.resolve().parent:
+        print(f"note: the card's paths are relative to its folder ({out.resolve().parent}); edit interactions.path", file=sys.stderr)
+    fd, tmp = tempfile.mkstemp(dir=out.resolve().parent, suffix=".part")
+    with os.fdopen(fd, "w") as fh: fh.write(text)
+    os.replace(tmp, out)
+    print(f"wrote {out}; check it (docs/datasets.md), then: musicml data validate {out}", file=sys.stderr)
+    return 0
+
+def data_validate_cmd(args) -> int:
+    "`musicml data validate CARD`: check the card and every file it names; exit 2 on the first problem."
+    from musicml.data.cards import dataset_stats, report_lines, validate_card
+    d = validate_card(args.card, args.data_dir)
+    for line in report_lines(d): print(line)
+    s = dataset_stats(d)
+    print(f"ok: {d.card.source}: " + ", ".join(f"{k} {s[k]:,}" for k in ("users", "items", "events") if k in s))
+    return 0
+
 # %% ../nbs/90_cli.ipynb #8f02c727
 def _csv(s: str) -> list[str]: return [x.strip() for x in s.split(",") if x.strip()]
 
@@ -49,11 +85,13 @@ def evaluate_cmd(args) -> int:
         require_extra("experiment", "mlflow", "pandas", what="musicml evaluate --track")
     from musicml.recipes.leaderboard import format_leaderboard, run_leaderboard
     try:
-        ks = [int(k) for k in _csv(args.ks)]
+        ks = [int(k) for k in _csv(args.ks)] if args.ks is not None else None
     except ValueError:
         raise ValueError(f"--ks expects comma-separated integers like 10,20, got {args.ks!r}") from None
     res = run_leaderboard(args.dataset, _csv(args.models), ks=ks, seed=args.seed, data_dir=args.data_dir,
                           grid=args.grid, output=args.output)
+    for r in res.get("data_report", []):                   # transforms are never silent
+        if r["step"] != "read": print(f"{res['dataset']}: {r['step']}: {r['rule']} — removed {r['removed']:,}", file=sys.stderr)
     print(format_leaderboard(res))
     if args.output: print(f"wrote {args.output}")
     if getattr(args, "track", False):
@@ -76,15 +114,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="musicml", description="Music recommendation workbench")
     sub = p.add_subparsers(dest="command", required=True)
     data = sub.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True)
-    info = data.add_parser("info", help="statistics of a dataset")
-    info.add_argument("dataset", choices=sorted(d for d in DATASETS))
+    info = data.add_parser("info", help="statistics of a dataset: a built-in name or a dataset card file")
+    info.add_argument("dataset", help="lastfm-2k, lastfm-2k-tags, musiccaps, synthetic:N, or a card file (TOML)")
     info.add_argument("--data-dir", help="data root (default: $MUSICML_DATA or the download cache)")
     info.set_defaults(func=data_info)
+    dc = data.add_parser("card", help="draft a dataset card from a file's header and a sample")
+    dc.add_argument("file", help="an interactions file: CSV, TSV or Parquet (or a directory of Parquet shards)")
+    dc.add_argument("--out", help="write the card here (default: print it)")
+    dc.add_argument("--name", help="dataset name (default: the file's stem)")
+    dc.add_argument("--force", action="store_true", help="replace an existing --out file")
+    dc.set_defaults(func=data_card_cmd)
+    dv = data.add_parser("validate", help="check a dataset card and every file it names")
+    dv.add_argument("card", help="a card file or a built-in name")
+    dv.add_argument("--data-dir", help="data root of built-in cards (default: $MUSICML_DATA or the download cache)")
+    dv.set_defaults(func=data_validate_cmd)
     ev = sub.add_parser("evaluate", help="tune baselines on validation and evaluate them on test")
-    ev.add_argument("--dataset", default="lastfm-2k")
+    ev.add_argument("--dataset", default="lastfm-2k", help="a built-in name (lastfm-2k, synthetic:N, ...) or a dataset card file")
     ev.add_argument("--models", default="pop,itemknn,ease,als", help="comma-separated: pop,itemknn,ease,als")
-    ev.add_argument("--ks", default="10,20", help="comma-separated cut-offs")
-    ev.add_argument("--seed", type=int, default=0, help="split seed")
+    ev.add_argument("--ks", default=None, help="comma-separated cut-offs (default: the card's, 10,20)")
+    ev.add_argument("--seed", type=int, default=None, help="split seed (default: the card's, 0)")
     ev.add_argument("--grid", choices=("full", "default"), default="full", help="hyperparameter search or defaults")
     ev.add_argument("--output", help="write the leaderboard JSON here")
     ev.add_argument("--data-dir", help="data root (default: $MUSICML_DATA or the download cache)")
@@ -149,6 +197,6 @@ def main(argv=None) -> int:
     except MissingExtra as e:                               # an optional command without its extra: the pip command
         print(f"musicml {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except (ValueError, KeyError, FileNotFoundError) as e:  # DataFormatError and ChecksumError are ValueErrors
+    except (ValueError, KeyError, FileNotFoundError, FileExistsError) as e:  # DataFormatError, CardError, ChecksumError: ValueErrors
         print(f"musicml {args.command}: error: {e}", file=sys.stderr)
         return 2

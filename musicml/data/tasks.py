@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .interactions import lastfm_plays, lastfm_tag_sequences
 from .lastfm import LastFM2K, load_lastfm
+from .cards import CardData, load_dataset
 from .splits import Split, leave_one_out, random_split
 
 # %% auto #0
@@ -20,15 +21,26 @@ MODEL_TASK = {"sasrec": "tag_sequences", "two_tower": "plays", "ranker": "plays"
 
 def load_task(task: str,             # one of `TASKS`, or a model name from `MODEL_TASK`
               data_path=None,        # Last.fm 2K directory (default: `$MUSICML_DATA`)
-              seed: int = 0,         # split seed (random split only)
+              seed: int | None = None,  # split seed (random split only; None: 0, or the card's seed)
               data: LastFM2K | None = None,  # the loaded dataset, to skip reading it again
-             ) -> tuple[LastFM2K, Split]:
+              dataset: str = "lastfm-2k",    # or another dataset card: a built-in name or a card file (`data.cards`)
+             ) -> tuple[LastFM2K | CardData, Split]:
     "The dataset and the split a task trains and is evaluated on."
     task = MODEL_TASK.get(task, task)
     if task not in TASKS: raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)} or a model of {', '.join(MODEL_TASK)}")
+    if str(dataset) != "lastfm-2k": return _card_task(task, dataset, data_path, seed, data)
+    seed = 0 if seed is None else seed
     d = data if data is not None else load_lastfm(data_path)
     if task == "tag_sequences": return d, leave_one_out(lastfm_tag_sequences(d))
     return d, random_split(lastfm_plays(d), (0.8, 0.1, 0.1), seed=seed)
+
+# %% ../../nbs/16_data.tasks.ipynb #c7e553ff
+def _card_task(task: str, dataset, data_path, seed, data) -> tuple[CardData, Split]:
+    d = data if isinstance(data, CardData) else load_dataset(dataset, data_path)
+    if task == "plays" or d.card.protocol["split"] == "leave_one_out": return d, d.split(seed)
+    if d.interactions is None or d.interactions.times is None:
+        raise ValueError(f"{d.card.source}: the tag_sequences task (SASRec) needs timestamps: set interactions.timestamp in the card")
+    return d, leave_one_out(d.interactions, d.card.protocol.get("min_events", 3))
 
 # %% ../../nbs/16_data.tasks.ipynb #11b876df
 PUBLISHED = {  # dataset -> task -> published reference points on that task's protocol

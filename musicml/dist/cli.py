@@ -48,12 +48,12 @@ def run_train_ray(args) -> int:
     return 0
 
 # %% ../../nbs/89d_dist.cli.ipynb #d0e87417
-def load_lastfm_two_tower(model_dir, data_path=None):
-    "A scoring-ready Last.fm `TwoTowerRecommender` (the split and tags `musicml train` used), with its id maps."
+def load_lastfm_two_tower(model_dir, data_path=None, dataset: str = "lastfm-2k"):
+    "A scoring-ready `TwoTowerRecommender` (the split and tags `musicml train` used on `dataset`: Last.fm or a card), with its id maps."
     from musicml.data.tasks import load_task
     from musicml.models.two_tower import item_tag_matrix
     from musicml.train.two_tower import load_two_tower
-    d, s = load_task("two_tower", data_path)
+    d, s = load_task("two_tower", data_path, dataset=dataset)
     tags, n_tags = item_tag_matrix(d.tag_assignments, s.train.item_ids)
     m = load_two_tower(model_dir, s.train, tags, n_tags)
     m.user_ids_, m.item_ids_ = s.train.user_ids, s.train.item_ids
@@ -63,9 +63,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     "Add `score` to an argparse sub-parsers object."
     p = subparsers.add_parser("score", help="top-k recommendations for every user, written as Parquet")
     p.add_argument("--model-dir", required=True, help="two-tower artifact directory (model.safetensors + config.json)")
-    src = p.add_mutually_exclusive_group(required=True)
+    src = p.add_mutually_exclusive_group()
     src.add_argument("--prepared", help="prepared directory the model was trained on (musicml.dist.data)")
-    src.add_argument("--data", nargs="?", const="", help="Last.fm 2K directory (no value: $MUSICML_DATA)")
+    src.add_argument("--data", nargs="?", const="", help="Last.fm 2K directory, or the data root of --dataset (no value: $MUSICML_DATA)")
+    p.add_argument("--dataset", default="lastfm-2k", help="the dataset the model was trained on (with --data): a built-in name or a card file")
     p.add_argument("--out", required=True, help="output directory for the Parquet files")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=4096)
@@ -80,10 +81,12 @@ def run_score(args) -> int:
                   what="musicml score" + (" --ray" if args.ray is not None else ""))
     from musicml.dist.data import ray_session
     from musicml.dist.score import load_two_tower_prepared, score_local, score_ray
+    if args.prepared is None and args.data is None and args.dataset == "lastfm-2k":
+        raise ValueError("musicml score needs --prepared DIR, --data [DIR] (Last.fm 2K) or --dataset NAME|CARD")
     if args.prepared:
         loader, kw = load_two_tower_prepared, dict(model_dir=args.model_dir, prepared=args.prepared)
     else:
-        loader, kw = load_lastfm_two_tower, dict(model_dir=args.model_dir, data_path=args.data or None)
+        loader, kw = load_lastfm_two_tower, dict(model_dir=args.model_dir, data_path=args.data or None, dataset=args.dataset)
     verify_manifest(args.model_dir)                            # before reading any of its files
     n = json.load(open(os.path.join(args.model_dir, "config.json")))["net"]["n_users"]
     if args.ray is None:

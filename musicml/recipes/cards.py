@@ -12,6 +12,7 @@ import shlex
 from pathlib import Path
 
 from ..artifacts import ArtifactError, read_verified, record_files, verify_manifest
+from ..data.cards import load_card
 from ..data.datasets import DATASETS
 from ..data.tasks import PUBLISHED
 
@@ -22,9 +23,16 @@ __all__ = ['FLAGS', 'NR', 'HEADLINE', 'MODEL_LIMITS', 'CARD', 'data_card', 'prot
 
 # %% ../../nbs/88d_recipes.cards.ipynb #678a135b
 def data_card(dataset: str, path=None) -> dict:
-    "What the card says about the data: name, homepage, licence and the sha256 of the files the loader checks."
+    "What the card says about the data: name, homepage, licence and the sha256 of the files the loader checks (a dataset card's licence and provenance too)."
     spec = DATASETS.get(dataset)
     if spec is None:
+        try: card = load_card(dataset)
+        except ValueError: card = None
+        if card is not None:
+            files = {s.get("path"): s["sha256"] for s in card.data.values() if isinstance(s, dict) and isinstance(s.get("sha256"), str)}
+            return {"dataset": card.name, "path": str(path) if path else None, "license": card.data.get("license") or "not recorded",
+                    "homepage": card.data.get("homepage", ""), "provenance": card.data.get("provenance", ""),
+                    "card": card.source, "card_sha256": card.sha256, "files": files}
         return {"dataset": dataset, "path": str(path) if path else None, "license": "not recorded", "homepage": "", "files": {}}
     return {"dataset": dataset, "path": str(path) if path else None, "license": spec.license, "homepage": spec.homepage,
             "files": {f.name: f.sha256 for f in spec.files if f.sha256}}
@@ -51,18 +59,20 @@ def anchors(dataset: str, task: str, measured: dict | None = None) -> list[dict]
 FLAGS = {"max_epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr", "loss": "--loss", "n_negatives": "--negatives",
          "precision": "--precision", "devices": "--devices", "budget_s": "--budget-s", "seed": "--seed"}
 
-def reproduce_command(model: str, out, recipe: str, data_path=None, **overrides) -> str:
+def reproduce_command(model: str, out, recipe: str, data_path=None, dataset: str = "lastfm-2k", **overrides) -> str:
     "The one command that retrains this artifact: `musicml train ...`, or the Python call when an override has no flag."
     given = {k: v for k, v in overrides.items() if v is not None and k != "progress"}
     if all(k in FLAGS or k == "compile" for k in given):
         args = ["musicml", "train", "--model", model, "--recipe", recipe, "--out", str(out)]
+        if str(dataset) != "lastfm-2k": args += ["--dataset", str(dataset)]
         if data_path: args += ["--data", str(data_path)]
         for k, v in given.items():
             if k == "compile": args += ["--compile"] if v else []
             else: args += [FLAGS[k], str(v)]
         return shlex.join(args)
     kw = ", ".join(f"{k}={v!r}" for k, v in given.items())
-    call = f"train_model({model!r}, {str(out)!r}, recipe={recipe!r}, data_path={str(data_path) if data_path else None!r}, {kw})"
+    ds = f"dataset={str(dataset)!r}, " if str(dataset) != "lastfm-2k" else ""
+    call = f"train_model({model!r}, {str(out)!r}, recipe={recipe!r}, data_path={str(data_path) if data_path else None!r}, {ds}{kw})"
     return "python -c " + shlex.quote(f"from musicml.recipes.train import train_model; {call}")
 
 # %% ../../nbs/88d_recipes.cards.ipynb #2555b77d
@@ -98,7 +108,9 @@ def _data_section(dc: dict) -> list[str]:
     files = ", ".join(f"`{n}` `{h[:12]}…`" for n, h in (dc.get("files") or {}).items()) or NR
     return ["## Data", "", *_table(["field", "value"], [
         ["dataset", dc.get("dataset", NR)], ["licence", dc.get("license") or NR], ["homepage", dc.get("homepage") or NR],
-        ["path", dc.get("path") or NR], ["files (sha256, checked by the loader)", files]]), ""]
+        ["path", dc.get("path") or NR], ["files (sha256, checked by the loader)", files],
+        *([["provenance", dc["provenance"]]] if dc.get("provenance") else []),
+        *([["dataset card", f"`{dc['card']}` (sha256 `{(dc.get('card_sha256') or NR)[:12]}…`)"]] if dc.get("card") else [])]), ""]
 
 def _metrics_section(evaluation: dict, title: str = "## Metrics (test split)") -> list[str]:
     if not evaluation: return [title, "", NR, ""]

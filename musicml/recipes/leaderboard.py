@@ -16,7 +16,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..core import Timer, environment, get_logger, seed_everything
-from ..data.interactions import artist_tag_matrix
+from ..data.cards import load_card
+from ..data.interactions import Interactions, artist_tag_matrix
 from ..data.tasks import load_task
 from ..eval.evaluator import evaluate
 from .registry import BASELINES, SEARCH_GRIDS
@@ -31,11 +32,11 @@ def grid_configs(grid: dict) -> list[dict]:
     return [dict(zip(keys, vals)) for vals in itertools.product(*(grid[k] for k in keys))]
 
 # %% ../../nbs/88b_recipes.leaderboard.ipynb #bff4b0d3
-def load_split(dataset: str = "lastfm-2k", seed: int = 0, data_dir=None):
-    "The 8:1:1 per-user random split of a dataset's interactions, and its item x tag matrix."
-    if dataset != "lastfm-2k": raise ValueError(f"unknown dataset {dataset!r}; available: lastfm-2k")
-    d, split = load_task("plays", data_dir, seed)
-    return split, artist_tag_matrix(d, split.train.item_ids)
+def load_split(dataset: str = "lastfm-2k", seed: int | None = None, data_dir=None, with_data: bool = False):
+    "A dataset's split (lastfm-2k: 8:1:1 per-user random; a card: its protocol) and its item x tag/feature matrix (+ the data)."
+    d, split = load_task("plays", data_dir, seed, dataset=dataset)
+    feats = artist_tag_matrix(d, split.train.item_ids) if str(dataset) == "lastfm-2k" else d.item_feature_matrix(split.train.item_ids)
+    return (split, feats, d) if with_data else (split, feats)
 
 # %% ../../nbs/88b_recipes.leaderboard.ipynb #1a04d678
 def _jsonable(v):
@@ -44,9 +45,11 @@ def _jsonable(v):
     if isinstance(v, np.generic): return v.item()
     return v
 
-def run_leaderboard(dataset: str = "lastfm-2k",            # registry name
+def run_leaderboard(dataset: str = "lastfm-2k",            # a built-in dataset name or a dataset card file
                     models=("pop", "itemknn", "ease", "als"),  # names in `recipes.registry.BASELINES`
-                    ks=(10, 20), seed: int = 0, data_dir=None,
+                    ks=None,                                # cut-offs (default: the card's, 10 and 20)
+                    seed: int | None = None,                # split seed (default: the card's, 0)
+                    data_dir=None,
                     grid: str = "full",                     # 'full' search or 'default' params only
                     select_by: str = "ndcg@10",
                     output: str | Path | None = None,       # write the JSON here
@@ -56,11 +59,16 @@ def run_leaderboard(dataset: str = "lastfm-2k",            # registry name
     if unknown: raise ValueError(f"unknown models {unknown}; available: {', '.join(BASELINES)}")
     if grid not in ("full", "default"): raise ValueError(f"grid must be 'full' or 'default', got {grid!r}")
     log, t0 = get_logger("musicml.eval"), time.perf_counter()
+    split, tags, d = load_split(dataset, seed, data_dir, with_data=True)
+    card = load_card("lastfm-2k" if str(dataset) == "lastfm-2k" else d.card)
+    seed = card.protocol["seed"] if seed is None else seed
     seed_everything(seed)
-    split, tags = load_split(dataset, seed, data_dir)
-    ks = tuple(sorted(set(ks) | {int(select_by.split("@")[1])}))
-    out = {"dataset": dataset, "split": split.summary(), "ks": list(ks), "select_by": select_by,
-           "protocol": "full ranking; valid masks train; test masks train+valid", "models": {}}
+    ks = tuple(sorted(set(ks or card.protocol["cutoffs"]) | {int(select_by.split("@")[1])}))
+    refit = split.params.get("refit") == "train+valid"        # a pre-split train/test pair: tuned on a carve-out, refit on all of train
+    full = Interactions.concat(split.train, split.valid) if refit else None
+    out = {"dataset": str(dataset), "split": split.summary(), "ks": list(ks), "select_by": select_by,
+           "protocol": "full ranking; valid masks train; test masks train+valid" + ("; the chosen configuration refit on train+valid before test" if refit else ""),
+           "data_card": card.provenance(), "data_report": getattr(d, "report", []), "data_notes": getattr(d, "notes", []), "models": {}}
     for name in models:
         cls, space = BASELINES[name], SEARCH_GRIDS[name]
         configs = grid_configs(space) if grid == "full" else [{}]
@@ -70,8 +78,10 @@ def run_leaderboard(dataset: str = "lastfm-2k",            # registry name
             score = evaluate(model, split.valid, exclude=split.train, ks=ks, n_boot=0).metrics[select_by]
             search.append({"params": model.params(), select_by: score, "fit_s": tf.elapsed})
             if best is None or score > best[0]: best = (score, model, tf.elapsed)
+        if refit:
+            with Timer() as tr: best = (best[0], cls(**best[1].params()).fit(full), tr.elapsed)
         with Timer() as te:
-            res = evaluate(best[1], split.test, exclude=[split.train, split.valid], ks=ks, item_features=tags, seed=seed)
+            res = evaluate(best[1], split.test, exclude=[full] if refit else [split.train, split.valid], ks=ks, item_features=tags, seed=seed)
         out["models"][name] = {"params": best[1].params(), "valid": {select_by: best[0]},
                                "test": res.metrics, "ci95": {k: list(v) for k, v in res.ci.items()},
                                "timings": {"fit_s": best[2], "eval_s": te.elapsed,

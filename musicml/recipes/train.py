@@ -41,6 +41,7 @@ def build_model(model: str, recipe: str, d=None, split=None, **overrides):
                              label_folds=kw.get("label_folds", 0), ensemble=kw.get("ensemble", 1), train=cfg)
 
 def train_model(model: str, out, recipe: str = "optimized", data_path=None, resume_from=None, trainer_factory=None,
+                dataset: str = "lastfm-2k",  # or a dataset card: a built-in name or a card file (`data.cards`)
                 **overrides) -> dict:
     "Train `model` on its task's split (`trainer_factory`: a Lightning `Trainer` of your own, as Ray Train's), evaluate on the test split and write the artifact directory `out`; returns metrics."
     from musicml.eval.evaluator import evaluate, evaluate_sampled
@@ -50,8 +51,8 @@ def train_model(model: str, out, recipe: str = "optimized", data_path=None, resu
     from musicml.recipes.cards import card_fields, reproduce_command, write_card
     from musicml.train.checkpoint import save_checkpoint
     out = Path(out)
+    d, s = load_task(model, data_path, dataset=dataset)         # a bad card or file stops here, before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    d, s = load_task(model, data_path)
     m = build_model(model, recipe, d, s, **overrides)
     t0 = time.perf_counter()
     m.fit(s.train, s.valid, out_dir=out, resume_from=resume_from, trainer_factory=trainer_factory)
@@ -79,7 +80,7 @@ def train_model(model: str, out, recipe: str = "optimized", data_path=None, resu
     measured = {"most popular": evaluate(Popularity().fit(s.train), s.test, exclude)}   # the anchor on the same split
     training = {k: metrics[k] for k in ("epochs", "fit_s", "best_val_ndcg10", "throughput")}
     write_manifest(art, environment=environment(), **card_fields(
-        model, recipe, "lastfm-2k", getattr(d, "path", data_path), s.summary(), MODEL_TASK[model], test, measured, training,
-        reproduce_command(model, out, recipe, data_path, **overrides)))
+        model, recipe, str(dataset), getattr(d, "path", data_path), s.summary(), MODEL_TASK[model], test, measured, training,
+        reproduce_command(model, out, recipe, data_path, dataset=dataset, **overrides)))
     write_card(art)                                            # MODEL_CARD.md, rendered from that manifest and recorded in it
     return metrics

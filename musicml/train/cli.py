@@ -24,7 +24,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     "Add `train` to an argparse sub-parsers object; its handler (`func`) is `run_train`."
     p = subparsers.add_parser("train", help="train a model and write an artifact directory")
     p.add_argument("--model", required=True, choices=sorted(RECIPES))
-    p.add_argument("--dataset", default="lastfm-2k", choices=["lastfm-2k"])
+    p.add_argument("--dataset", default="lastfm-2k", help="a built-in name (lastfm-2k, synthetic:N, ...) or a dataset card file")
     p.add_argument("--data", default=None, help="dataset directory (default: $MUSICML_DATA)")
     p.add_argument("--out", default=None, help="artifact directory (default: artifacts/<model>)")
     p.add_argument("--recipe", default="optimized", choices=["reference", "optimized"])
@@ -60,12 +60,12 @@ def run_train(args) -> int:
     keys = ("max_epochs", "batch_size", "lr", "loss", "n_negatives", "precision", "compile", "devices", "budget_s", "seed", "progress")
     overrides = {k: getattr(args, k) for k in keys}
     if not getattr(args, "track", False):
-        metrics = train_model(args.model, out, args.recipe, args.data, args.resume, **overrides)
+        metrics = train_model(args.model, out, args.recipe, args.data, args.resume, dataset=args.dataset, **overrides)
     else:  # the same run, recorded: parameters, test metrics and the artifact's manifest
         from musicml.experiment.tracking import track
         params = dict(model=args.model, recipe=args.recipe, dataset=args.dataset, **{k: v for k, v in overrides.items() if v is not None})
         with track(f"train-{args.model}-{args.recipe}", params=params, tags={"command": "train"}) as run:
-            metrics = train_model(args.model, out, args.recipe, args.data, args.resume, **overrides)
+            metrics = train_model(args.model, out, args.recipe, args.data, args.resume, dataset=args.dataset, **overrides)
             run.log_metrics({k: metrics[k] for k in ("test_full", "test_sampled100", "best_val_ndcg10", "fit_s") if k in metrics})
             run.log_artifact(Path(out) / "model" / "manifest.json")
     print(json.dumps({"artifact": str(Path(out) / "model"), "test_ndcg@10": metrics["test_full"]["ndcg@10"]}))
