@@ -9,6 +9,7 @@ import pytest
 import yaml
 from prometheus_client import generate_latest
 
+from musicml.serve.drift import DriftMonitor
 from musicml.serve.metrics import ServeMetrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,6 +24,10 @@ def _exported() -> set[str]:
               m.load_failures.labels("r"), m.reloads.labels("r"), m.canary_rollbacks.labels("a", "p99")): c.inc()
     for h in (m.latency.labels("r", "2xx"), m.stage.labels("s"), m.batch_size.labels("s"), m.batch_seconds.labels("s"),
               m.search_seconds.labels("m")): h.observe(1)
+    d = DriftMonitor(m.registry)
+    for c in (d.m.users.labels("v"), d.m.unknown_users.labels("v"), d.m.artists.labels("v", "s"), d.m.unknown_artists.labels("v", "s")): c.inc()
+    for h in (d.m.history.labels("v"), d.m.top_score.labels("v"), d.m.decile.labels("v")): h.observe(1)
+    for g in (d.m.psi.labels("v", "s"), d.m.reference.labels("v"), d.m.window.labels("v", "s")): g.set(1)
     names = set(re.findall(r"^(musicml_[a-z_]+)", generate_latest(m.registry).decode(), re.M))
     return names
 

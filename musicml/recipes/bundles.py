@@ -24,6 +24,7 @@ from ..models.baselines import EASE
 from ..models.side_info import FriendsListen, TagProfile
 from ..serve.neural import DCNRankerStage, SASRecRetriever, TwoTowerRetriever
 from ..serve.registry import check_roles, write_bundle
+from ..serve import drift  # noqa: F401  (registers the drift reference every bundle stores)
 from ..serve.stages import EASERetriever, EmbeddingRetriever, FriendsStage, ItemKNNRetriever, TagProfileStage
 
 # %% auto #0

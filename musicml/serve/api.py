@@ -154,6 +154,10 @@ async def recommendations(req: RecommendationRequestV1, p: Pipe, request: Reques
         if not isinstance(e, HTTPException): _watch(request, alias, b, t, error=True)
         raise
     _watch(request, alias, b, t, r.degraded)
+    dm = getattr(request.app.state, "drift", None)            # drift and data quality (`serve.drift`)
+    if dm is not None:
+        dm.observe_recommendation(b, req.user_id, req.recent_artist_ids, len(q.hist_items), len(q.unknown_artist_ids), r.items.tolist(),
+                                  float(r.scores[0]) if r.path == "personalized" and not r.degraded and len(r.items) else None)
     _log_exposure(request, req.user_id, a, body)
     sh = getattr(request.app.state, "shadow", None)
     if sh is not None: sh.offer(alias, body, req)             # scored after this answer, on the shadow's thread
@@ -182,6 +186,8 @@ async def rank(req: RankRequestV1, p: Pipe, request: Request) -> Response:
     items = np.unique(np.array([i for i in idx if i >= 0], np.int32))        # dedupe
     s, degraded = await p.rank(q, items) if len(items) else (np.zeros(0, np.float32), [])
     _watch(request, alias, b, t, degraded)
+    dm = getattr(request.app.state, "drift", None)
+    if dm is not None: dm.observe_rank(b, req.user_id, req.recent_artist_ids, len(q.unknown_artist_ids), len(req.candidate_ids), len(unknown))
     order = np.argsort(-s, kind="stable")
     src = ["popularity" if (q.cold or degraded) else "ranker"] * len(items)
     return _json(dict(api_version="v1", **_served(b, t, a, alias), items=_artists(b, items[order], s[order], src),

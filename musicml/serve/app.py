@@ -44,14 +44,15 @@ from .metrics import ServeMetrics, exposition, json_logging, multiprocess_dir, r
 from .pipeline import Pipeline
 from .registry import ALIAS_RE, ModelRegistry
 from .rollout import Canary, Shadow
+from .drift import DriftMonitor
 
 log = get_logger("musicml.serve.app")
 
 # %% auto #0
 __all__ = ['log', 'REMOVED_IN', 'DEPRECATED_ENV', 'AliasName', 'HEADER_TIMEOUT_ENV', 'deprecated_env', 'is_loopback', 'Settings',
            'route_label', 'ObserveMiddleware', 'exposure_logging', 'outcome_logging', 'settle_heap', 'admin_guard',
-           'probe_router', 'PinRequestV1', 'create_app', 'http_protocol', 'openapi_document', 'write_openapi',
-           'breaking_changes']
+           'refresh_drift', 'probe_router', 'PinRequestV1', 'create_app', 'http_protocol', 'openapi_document',
+           'write_openapi', 'breaking_changes']
 
 # %% ../../nbs/70_serve.app.ipynb #cef6bb9e
 REMOVED_IN = "0.3.0"                                    # the release without the old variable names
@@ -118,6 +119,9 @@ class Settings(BaseSettings):
     events_flush_every: int = 10_000    # outcome events per Parquet part (until then they are in the write-ahead log)
     events_flush_interval_s: float = 60.0  # ... or a part at least this often
     events_commit_timeout_s: float = 10.0  # a batch not durable within this is answered 503 (the disk is stuck)
+    drift_window_s: float = 900.0       # drift monitoring (`serve.drift`): the rolling window of the PSI gauges
+    drift_min_requests: int = 50        # ... fewer requests in it: PSI not exported (NaN)
+    drift_interval_s: float = 10.0      # ... recomputed this often (and on every /metrics scrape); 0: on scrapes only
     faults: str = ""                    # chaos testing: "rank:error,retrieve:timeout"; "rank:error@v2": only the requests
                                         # that bundle version v2 serves (e.g. a broken canary drill)
     log_level: str = "INFO"
@@ -315,6 +319,13 @@ async def admin_guard(request: Request, x_admin_token: str | None = Header(None)
     "The admin check as a dependency: 403 before the request's parameters are validated."
     _admin(request, x_admin_token)
 
+def refresh_drift(st):
+    "Recompute the drift gauges of the app's `DriftMonitor` over the versions some alias serves (never raises)."
+    dm = getattr(st, "drift", None)
+    if dm is None: return
+    try: dm.refresh([b.version for b in st.registry.serving().values()])
+    except Exception: log.exception("drift refresh failed")
+
 def _answer(st, res: dict):
     "A registry result as a response: 200 swapped/unchanged, 404 unknown version or alias, 409 refused."
     if st.registry.ready(): st.metrics.ready.set(1)
@@ -363,6 +374,7 @@ def probe_router(admin: bool = True,  # mount /admin/* (`Settings.admin_enabled`
     async def prometheus_metrics(request: Request):
         "Prometheus text exposition of the service's metrics."
         st = request.app.state                                # with several processes: all of them
+        refresh_drift(st)                                      # PSI of the window now (`serve.drift`)
         return Response(exposition(st.metrics, st.metrics_dir), media_type=CONTENT_TYPE_LATEST)
 
     if admin: _admin_routes(r)
@@ -480,6 +492,11 @@ def create_app(settings: Settings | None = None,  # default: `Settings()` from t
             except Exception:
                 log.exception("model directory watcher failed")
 
+    drift = DriftMonitor(metrics.registry, s.drift_window_s, min_requests=s.drift_min_requests)
+    async def _drift():
+        while True:
+            await asyncio.sleep(s.drift_interval_s); refresh_drift(app.state)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         _limit_threads(s.threads)
@@ -494,7 +511,9 @@ def create_app(settings: Settings | None = None,  # default: `Settings()` from t
         watcher = asyncio.create_task(_watch()) if reload_every > 0 else None
         if shadow is not None: shadow.start()
         monitor = asyncio.create_task(canary.run()) if canary is not None else None
+        drifter = asyncio.create_task(_drift()) if s.drift_interval_s > 0 else None
         yield
+        if drifter: drifter.cancel()
         if watcher: watcher.cancel()
         if monitor: monitor.cancel()
         if shadow is not None: await shadow.stop()
@@ -508,7 +527,7 @@ def create_app(settings: Settings | None = None,  # default: `Settings()` from t
     app.state.metrics_dir, app.state.searcher, app.state.search_error, app.state.search_loader = mdir, searcher, None, None
     app.state.search_on = searcher is not None or s.serves_search()
     app.state.exposures, app.state.outcomes, app.state.experiment = exposure_logging(s), outcome_logging(s, metrics), experiment
-    app.state.shadow, app.state.canary = shadow, canary
+    app.state.shadow, app.state.canary, app.state.drift = shadow, canary, drift
     app.include_router(recs_router); app.include_router(events_router)
     app.state.search_mounted = _mount_search(app, s, force=searcher is not None)
     app.include_router(probe_router(admin=s.admin_enabled))

@@ -165,5 +165,7 @@ async def post_events(request: Request) -> Response:
     try: ids = await ol.submit(events)
     except EventsRefused as e:                              # a full queue is the client's to back off from: 429
         return error_response(429 if e.reason == "queue_full" else 503, str(e), headers={"retry-after": "1"})
+    dm, b = getattr(request.app.state, "drift", None), getattr(getattr(request.app.state, "registry", None), "current", None)
+    if dm is not None and b is not None: dm.observe_events(b, [e.artist_id for e in events])   # against champion's catalogue
     body = EventsResponseV1(request_id=request_id.get() or "", accepted=len(ids), event_ids=ids)
     return Response(body.model_dump_json(), status_code=202, media_type="application/json")

@@ -30,7 +30,7 @@ from .stages import STAGES, BlendRanker, tag_vectors
 log = get_logger("musicml.serve.registry")
 
 # %% auto #0
-__all__ = ['log', 'FORMAT', 'GOLDEN', 'PIN_FILE', 'ALIAS_FILE', 'CHAMPION', 'HISTORY', 'ALIAS_RE', 'MAX_ALIASES',
+__all__ = ['log', 'FORMAT', 'BUILD_HOOKS', 'GOLDEN', 'PIN_FILE', 'ALIAS_FILE', 'CHAMPION', 'HISTORY', 'ALIAS_RE', 'MAX_ALIASES',
            'verify_artifact', 'array_shapes', 'check_roles', 'write_bundle', 'Bundle', 'load_bundle', 'SenseError',
            'check_arrays', 'check_catalog', 'probe', 'sense_check', 'ModelRegistry', 'bundle', 'serving', 'load_latest',
            'reload', 'rollback', 'status', 'alias_pins', 'aliases', 'target', 'ready', 'sync_aliases', 'pin_alias',
@@ -63,6 +63,10 @@ def check_roles(roles: dict):
     "Refuse stage roles other than retriever/feature, and a bundle without a retriever."
     if any(r not in ("retriever", "feature") for r in roles.values()): raise ValueError(f"stage roles must be retriever or feature: {roles}")
     if not any(r == "retriever" for r in roles.values()): raise ValueError("a bundle needs at least one retriever")
+
+BUILD_HOOKS: dict = {}   # manifest key -> (file, f(loaded bundle) -> arrays): more arrays every bundle gets, written and
+                         # hashed with the others (`serve.drift` registers its training reference; it uses the pipeline,
+                         # which imports this module)
 
 def write_bundle(train: Interactions,        # training interactions (weights = plays): the catalogue and seen items
                  out: Path,                  # models directory; the version goes in a sub-directory
@@ -100,7 +104,10 @@ def write_bundle(train: Interactions,        # training interactions (weights = 
             "created_ts": now.timestamp(), "stages": written, "data": data or {},
             "n_users": int(train.n_users), "n_items": int(train.n_items), "golden": GOLDEN}
     write_manifest(tmp, **meta)
-    save_arrays(tmp / GOLDEN, **probe(load_bundle(tmp, sense=False)))   # what loading must reproduce (`sense_check`)
+    loaded = load_bundle(tmp, sense=False)
+    save_arrays(tmp / GOLDEN, **probe(loaded))                  # what loading must reproduce (`sense_check`)
+    for key, (file, f) in BUILD_HOOKS.items():                  # e.g. `serve.drift`'s training reference (key "drift")
+        save_arrays(tmp / file, **f(loaded)); meta[key] = file
     write_manifest(tmp, **meta)
     if finish is not None: finish(tmp)                          # e.g. its model card, recorded in the manifest
     os.rename(tmp, out / version)
@@ -124,6 +131,7 @@ class Bundle:
     item_index: dict = field(default_factory=dict)
     user_index: dict = field(default_factory=dict)
     pop_order: np.ndarray | None = None
+    drift: dict | None = None                       # the training reference of drift monitoring (`serve.drift`); None: none stored
     _versions: dict | None = field(default=None, repr=False)
 
     def __post_init__(self):
@@ -167,6 +175,8 @@ def load_bundle(d: Path,
     if missing: raise ArtifactError(f"{d}: the ranker needs stages {missing}, which the manifest does not list")
     b = Bundle(d, m, cat["item_ids"], cat["user_ids"], cat["seen"], cat["popularity"], stages, ranker,
                cat.get("names"), cat.get("tag_vecs"), features)
+    if m.get("drift"):                                        # bundles built before drift monitoring have none
+        b.drift = load_arrays(d / m["drift"]); check_arrays(d / m["drift"], "drift", b.drift)
     if sense: sense_check(b)
     return b
 
