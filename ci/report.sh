@@ -32,6 +32,7 @@ declare -A QUICK=(
   [inference]="-r batch_sizes 1,16 -p iterations 100 -p min_time_s 0.1 -p p99_bound_ms 0 -p max_eval 300"
   [serving_load]="-p rps 40 -p duration 5 -r sweep_rps 20,40,80 -p sweep_duration 2 -p warmup 1 -p shadow_rps 40 -p shadow_duration 2 -p shadow_repeats 2"
   [compression]="-p teacher_dim 32 -p teacher_epochs 1 -p distill_epochs 1 -p finetune_epochs 1 -p structured_sparsities 0.5 -p magnitude_sparsities 0.5 -p latency_queries 50"
+  [live_ab]="-p n_users 300 -p sessions 2 -p pre_sessions 1 -p canary_window_s 10 -p canary_min_requests 20"
   [ab_calibration]="-p n_sims 500 -p n_units 200 -p msprt_units 500 -p cuped_sims 500 -p cuped_rhos '[0.5,0.9]' -p hash_ids 100000 -p hash_buckets 100 -p interleaving_sizes '[100,400,1600]' -p interleaving_reps 30 -p rankers '[\"Popularity\",\"ItemKNN\"]'"
   [search_quality]="-p max_docs 1500 -p n_tag_queries 20 -p n_aspect_queries 40 -r query_backends fp32,onnx-int8 -r encoder_backends fp32,onnx-int8 -p encoder_docs 200 -r ann_kinds hnsw -p n_boot 200"
 )
@@ -76,6 +77,7 @@ run serving_load -p ranker_artifact $art/ranker/model -p sasrec_artifact $art/sa
 run compression -p teacher_epochs 40 -p distill_epochs 40
 # experimentation and search
 run ab_calibration
+run live_ab
 run search_quality
 wall=$(( $(date +%s) - t_start ))
 ( IFS=,; echo "{\"profile\": \"$profile\", \"started\": $t_start, \"wall_s\": $wall, \"load_average_start\": \"$load_start\", \"load_average_end\": \"$(cut -d" " -f1-3 /proc/loadavg)\", \"sections\": {${timings[*]}}}" ) > reports/run.json

@@ -148,6 +148,14 @@ def _ab_calibration(r: dict) -> dict:
               "every check passes (false-positive rates 5% ± 1%, CUPED, SRM, hashing, interleaving)", bool(r["passed"]),
               note=f"{sum(c['status'] == 'PASS' for c in ch)} of {len(ch)} checks pass")
 
+def _live_ab(r: dict) -> dict:
+    ab, aa = r["ab"], r["aa"]
+    return _h("live A/B: plays per user, EASE − ALS (CUPED)", ab["cuped"]["effect"], ab["cuped"]["ci"], "95% CI",
+              f"control {_f(ab['control_mean'])} plays per user", "detects the better arm, the A/A run finds nothing, "
+              "the broken canary rolls back by itself", bool(r["detected"] and r["aa_passed"] and r["canary_rolled_back"]),
+              note=f"p {_f(ab['cuped']['pvalue'])}; A/A p {_f(aa['cuped']['pvalue'])}; canary rolled back "
+                   f"{'yes' if r['canary_rolled_back'] else 'no'}")
+
 def _search_quality(r: dict) -> dict:
     q = r["quality"]["fp32"]
     name = "musiccaps-aspects" if "musiccaps-aspects" in q else next(iter(q))
@@ -173,6 +181,7 @@ SECTIONS = [  # (directory under reports/, group, title, JSON file, headline rea
     ("compression", "inference", "Compression (pruning, distillation)", "compression.json", _compression),
     ("serving_load", "serving", "Serving load", "serving_load.json", _serving_load),
     ("ab_calibration", "experiments", "A/B toolkit calibration", "ab_calibration.json", _ab_calibration),
+    ("live_ab", "experiments", "Live A/B test on the service", "live_ab.json", _live_ab),
     ("search_quality", "search", "Search quality and speed", "search_quality.json", _search_quality),
 ]
 
