@@ -10,7 +10,7 @@ import threading
 import time
 
 import httpx
-from conftest import run_cli
+from conftest import offline_answers, run_cli
 from prometheus_client.parser import text_string_to_metric_families
 
 from musicml.artifacts import load_arrays
@@ -18,7 +18,6 @@ from musicml.experiment.analysis import srm_check
 from musicml.experiment.assign import Experiment, Layer
 from musicml.experiment.events import read_events
 from musicml.recipes.bundles import build_synthetic_artifacts
-from musicml.serve.app import Settings, create_app
 from musicml.serve.loadgen import ServerProcess
 
 TOKEN = {"x-admin-token": "s3cret"}
@@ -54,19 +53,10 @@ def _env(cfg, **kw):
     return {"MUSICML_SERVE_EXPERIMENT_CONFIG": str(cfg), "MUSICML_SERVE_ADMIN_TOKEN": "s3cret", "MUSICML_SERVE_MAX_WAIT_MS": "1", **kw}
 
 
-async def _offline(version_dir, users):
-    "What bundle `version_dir` alone recommends to `users` (the service in process, one request at a time, no experiment)."
-    app = create_app(Settings(models=str(version_dir), max_wait_ms=0, experiment=None, experiment_config=None))
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as c:
-            for _ in range(600):
-                if (await c.get("/readyz")).status_code == 200: break
-                await asyncio.sleep(0.05)
-            out = {}
-            for u in users:
-                r = (await c.post("/v1/recommendations", json={"user_id": u, "k": 10})).json()
-                out[u] = (r["model_version"], [a["artist_id"] for a in r["items"]])
-            return out
+def _offline(version_dir, users):
+    "{user: (model_version, artist ids)} that bundle `version_dir` alone recommends (top 10)."
+    answers = offline_answers(version_dir, [{"user_id": u, "k": 10} for u in users])
+    return {u: (r["model_version"], [a["artist_id"] for a in r["items"]]) for u, r in zip(users, answers)}
 
 
 async def _many(url, users, concurrency=16):
@@ -111,7 +101,7 @@ def test_arms_pass_srm_and_each_is_served_by_its_alias(tmp_path):
         assert b["model_alias"] == alias_of[b["arm"]] and b["model_version"] == version_of[b["model_alias"]], b
     assert anon["arm"] is None and anon["model_version"] == "v3"
     # ... and its recommendations are what that bundle gives offline
-    offline = {v: asyncio.run(_offline(models / v, known)) for v in ("v1", "v3")}
+    offline = {v: _offline(models / v, known) for v in ("v1", "v3")}
     assert any(offline["v1"][u][1] != offline["v3"][u][1] for u in known)      # the two versions answer differently
     for u, b in seq.items():
         v = b["model_version"]

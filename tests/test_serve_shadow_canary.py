@@ -4,18 +4,17 @@ what scoring both bundles offline gives; a broken canary (its requests fail at r
 with no 5xx to any client, its traffic returns to champion and the rollback is persisted, counted and logged, while a
 healthy canary under the same traffic is not rolled back. The p99 cost of the shadow is measured in
 benchmarks_nbs/serving_load.ipynb ("Shadow scoring"); the guard here is loose."""
-import asyncio
 import json
 import random
 import threading
 import time
 
 import httpx
+from conftest import offline_answers
 from prometheus_client.parser import text_string_to_metric_families
 
 from musicml.artifacts import load_arrays
 from musicml.recipes.bundles import build_synthetic_artifacts
-from musicml.serve.app import Settings, create_app
 from musicml.serve.loadgen import ServerProcess
 
 TOKEN = {"x-admin-token": "s3cret"}
@@ -54,17 +53,6 @@ def _models(root):
 
 def _users(models):
     return [int(u) for u in load_arrays(models / "v1" / "catalog.npz")["user_ids"]]
-
-
-async def _offline(version_dir, bodies):
-    "What bundle `version_dir` alone answers to each request body (the service in process, no experiment, no shadow)."
-    app = create_app(Settings(models=str(version_dir), max_wait_ms=0, experiment=None, experiment_config=None))
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as c:
-            for _ in range(600):
-                if (await c.get("/readyz")).status_code == 200: break
-                await asyncio.sleep(0.05)
-            return [(await c.post("/v1/recommendations", json=b)).json() for b in bodies]
 
 
 def _metrics(url) -> dict:
@@ -116,7 +104,7 @@ def test_shadow_scores_off_the_response_path_and_measures_the_difference(tmp_pat
             time.sleep(0.05)
         m = _metrics(srv.url)
         listing = httpx.get(srv.url + "/admin/aliases").json()
-    offline = {v: asyncio.run(_offline(models / v, bodies)) for v in ("v1", "v3")}
+    offline = {v: offline_answers(models / v, bodies) for v in ("v1", "v3")}
     # the live answers are what the service answers without a shadow (champion v3), item for item and score for score
     for got, want in zip(live, offline["v3"]):
         assert (got["model_version"], got["model_alias"], _answer(got)) == ("v3", "champion", _answer(want))
