@@ -28,8 +28,9 @@ from ..serve import drift  # noqa: F401  (registers the drift reference every bu
 from ..serve.stages import EASERetriever, EmbeddingRetriever, FriendsStage, ItemKNNRetriever, TagProfileStage
 
 # %% auto #0
-__all__ = ['SERVED', 'offline_results', 'fit_baseline', 'build_artifacts', 'build_lastfm_artifacts', 'trained_stages',
-           'build_trained_artifacts', 'build_synthetic_artifacts', 'build_synthetic_trained_artifacts']
+__all__ = ['SERVED', 'offline_results', 'fit_baseline', 'build_artifacts', 'dataset_events', 'dataset_items',
+           'build_dataset_artifacts', 'build_lastfm_artifacts', 'trained_stages', 'build_trained_artifacts',
+           'build_synthetic_artifacts', 'build_synthetic_trained_artifacts']
 
 # %% ../../nbs/88c_recipes.bundles.ipynb #f3fc2b66
 def offline_results(split,                   # a `Split` of the log the bundle is built from
@@ -84,23 +85,49 @@ def build_artifacts(train: Interactions,                # training interactions 
     return write_bundle(train, out, {**stages, **extra}, ranker, item_names, tags, version, data, export, weights, finish=write_card)
 
 # %% ../../nbs/88c_recipes.bundles.ipynb #66b552fb
-def build_lastfm_artifacts(out: Path,                 # models directory
-                           data_dir: str | None = None,  # Last.fm 2K folder (default: $MUSICML_DATA)
-                           evaluate: bool = True,        # evaluate each baseline's configuration on the plays task's split (for the card)
-                           **kw) -> Path:
-    "`build_artifacts` on all Last.fm 2K plays, with artist names and the artist x tag matrix."
-    from musicml.data.interactions import artist_tag_matrix, lastfm_plays
-    from musicml.data.lastfm import load_lastfm
+def dataset_events(d) -> Interactions:
+    "Every event a dataset gives, which a bundle serves from: Last.fm's plays; a card's interactions (a pre-split card's train and test parts together)."
+    from musicml.data.cards import CardData
+    from musicml.data.interactions import lastfm_plays
+    if not isinstance(d, CardData): return lastfm_plays(d)
+    if d.interactions is None: raise ValueError(f"{d.card.source}: a serving bundle needs [interactions]; this card only describes a catalogue")
+    x = d.interactions
+    for key, ids in (("user", x.user_ids), ("item", x.item_ids)):   # the service's API v1 speaks integer ids (docs/openapi.json)
+        if ids.dtype.kind not in "iu":
+            raise ValueError(f"{d.card.source}: interactions.{key}: the serving API takes integer {key} ids; this card's are strings "
+                             f"like {str(ids[0])!r}. Evaluate and train work on them; to serve, give the ids as integers in the file")
+    return x if d.test is None else Interactions.concat(x, d.test)
+
+def dataset_items(d, x: Interactions) -> tuple[np.ndarray, sp.csr_matrix]:
+    "Item names and the item x tag (or feature) matrix aligned with `x.item_ids`: Last.fm's artist names and tags, or a card's [items] names and categorical features ('' and no columns where it has none)."
+    from musicml.data.cards import CardData
+    from musicml.data.interactions import artist_tag_matrix
+    if not isinstance(d, CardData):
+        names = dict(zip(d.artists["artist_id"].tolist(), d.artists["name"].tolist()))
+        return np.array([str(names.get(int(i), "")) for i in x.item_ids]), artist_tag_matrix(d, x.item_ids)
+    names = {} if d.items is None else dict(zip(map(str, d.items["item_id"].tolist()), d.items["name"].tolist()))
+    return np.array([str(names.get(str(i), "")) for i in x.item_ids.tolist()], dtype=object), d.item_feature_matrix(x.item_ids)
+
+def build_dataset_artifacts(out: Path,                   # models directory
+                            dataset: str = "lastfm-2k",  # a built-in name or a dataset card file (`data.cards`)
+                            data_dir: str | None = None, # data root of the built-in cards (default: $MUSICML_DATA)
+                            evaluate: bool = True,       # evaluate each baseline's configuration on the card's split (for the model card)
+                            **kw) -> Path:
+    "`build_artifacts` on all of a dataset's events, with its item names and tags or categorical features; the card's licence goes into the manifest."
     from musicml.data.tasks import load_task
-    d = load_lastfm(data_dir); x = lastfm_plays(d)
+    d, split = load_task("plays", data_dir, dataset=dataset)   # a bad card or file stops here, before anything is written
+    x = dataset_events(d); names, tags = dataset_items(d, x)
     if set(kw) <= {"retrievers", "version"}:                     # the command line says the same
-        kw["reproduce"] = shlex.join(["musicml", "serve", "build-artifacts", "--out", str(out), "--retrievers",
-                                      ",".join(kw.get("retrievers", ("itemknn", "als"))), *(["--version", kw["version"]] if kw.get("version") else [])])
-    if evaluate: kw["evaluate_on"] = load_task("plays", data=d)[1]
-    names = dict(zip(d.artists["artist_id"].tolist(), d.artists["name"].tolist()))
-    item_names = np.array([str(names.get(int(i), "")) for i in x.item_ids])
-    return build_artifacts(x, out, item_names=item_names, tags=artist_tag_matrix(d, x.item_ids),
-                           data={"dataset": "lastfm-2k", "path": str(d.path), "task": "plays"}, **kw)
+        kw["reproduce"] = shlex.join(["musicml", "serve", "build-artifacts", "--out", str(out), *(["--dataset", str(dataset)] if str(dataset) != "lastfm-2k" else []),
+                                      "--retrievers", ",".join(kw.get("retrievers", ("itemknn", "als"))), *(["--version", kw["version"]] if kw.get("version") else [])])
+    if evaluate: kw["evaluate_on"] = split
+    path = getattr(d, "path", None)
+    return build_artifacts(x, out, item_names=names, tags=tags, data={"dataset": str(dataset), "path": None if path is None else str(path), "task": "plays"}, **kw)
+
+def build_lastfm_artifacts(out: Path, data_dir: str | None = None, evaluate: bool = True, **kw) -> Path:
+    "`build_dataset_artifacts` on Last.fm 2K: all plays, artist names and the artist x tag matrix."
+    return build_dataset_artifacts(out, "lastfm-2k", data_dir, evaluate, **kw)
+
 
 # %% ../../nbs/88c_recipes.bundles.ipynb #a23becaa
 def trained_stages(x: Interactions,        # the bundle's interactions (its user and artist id maps)
@@ -139,23 +166,26 @@ def build_trained_artifacts(out: Path,                  # models directory
                             data_dir: str | None = None,     # Last.fm 2K folder (default: $MUSICML_DATA)
                             version: str | None = None,
                             export: bool = True,             # serve the networks with ONNX Runtime (else torch eager)
-                            ranker_members: int | None = None) -> Path:  # networks of an ensemble ranker to serve (None: all)
-    "A serving bundle of the trained two-tower, SASRec and DCN ranker on Last.fm 2K (plus ItemKNN for /similar)."
-    from musicml.data.interactions import artist_tag_matrix, lastfm_plays, lastfm_tag_sequences
-    from musicml.data.lastfm import load_lastfm
+                            ranker_members: int | None = None,  # networks of an ensemble ranker to serve (None: all)
+                            dataset: str = "lastfm-2k") -> Path:  # the dataset the artifacts were trained on: a built-in name or a card file
+    "A serving bundle of the trained two-tower, SASRec and DCN ranker on a dataset's events (plus ItemKNN for /similar)."
+    from musicml.data.interactions import lastfm_tag_sequences
     from musicml.data.tasks import load_task
     from musicml.train.ranker import load_ranker
     from musicml.train.sasrec import load_sasrec
     from musicml.models.two_tower import item_tag_matrix
     from musicml.artifacts import verify_manifest
-    d = load_lastfm(data_dir); x = lastfm_plays(d)
     def checked(a, model):
         m = verify_manifest(a)                                   # every file against its sha256
         if m.get("model") != model: raise ArtifactError(f"{Path(a) / 'manifest.json'}: model is {m.get('model')!r}, expected {model!r}")
+        trained_on, card = m.get("data_card", {}).get("dataset", "lastfm-2k"), data_card(str(dataset))["dataset"]
+        if trained_on != card:                                   # a card file may be named by another path: compare the card's name
+            raise ArtifactError(f"{Path(a) / 'manifest.json'}: trained on dataset {trained_on!r}, but the bundle is built from {card!r} (--dataset)")
         return {"dir": str(a), "recipe": m.get("recipe"), "created": m.get("created"), "manifest_sha256": sha256_file(Path(a) / "manifest.json"),
                 **{k: m[k] for k in ("evaluation", "anchors", "protocol", "reproduce") if k in m}}   # what the bundle's card shows of it
     prov = {"ranker": checked(ranker_dir, "ranker")}
-    _, split = load_task("ranker", data=d)                       # the split `musicml train --model ranker` trains on
+    d, split = load_task("ranker", data_dir, dataset=dataset)    # the split `musicml train --model ranker` trains on
+    x = dataset_events(d)
     want = json.loads((Path(ranker_dir) / "manifest.json").read_text()).get("split")
     got = json.loads(json.dumps(split.summary(), default=str))
     if want is not None and want != got:
@@ -165,16 +195,17 @@ def build_trained_artifacts(out: Path,                  # models directory
     sas = seqs = None
     if sasrec_dir is not None:
         prov["sasrec"] = checked(sasrec_dir, "sasrec")
-        seqs = lastfm_tag_sequences(d)
-        sas = load_sasrec(sasrec_dir, load_task("sasrec", data=d)[1].train)
+        seqs = lastfm_tag_sequences(d) if str(dataset) == "lastfm-2k" else d.interactions   # its dated events
+        sas = load_sasrec(sasrec_dir, load_task("sasrec", data=d, dataset=dataset)[1].train)
     stages, ranker = trained_stages(x, rk, sas, seqs, ranker_members)
     prov["ranker"]["served_members"] = ranker.members
-    names = dict(zip(d.artists["artist_id"].tolist(), d.artists["name"].tolist()))
-    cmd = ["musicml", "serve", "build-artifacts", "--out", str(out), "--ranker", str(ranker_dir), *(["--sasrec", str(sasrec_dir)] if sasrec_dir else []),
+    names, item_tags = dataset_items(d, x)
+    cmd = ["musicml", "serve", "build-artifacts", "--out", str(out), *(["--dataset", str(dataset)] if str(dataset) != "lastfm-2k" else []),
+           "--ranker", str(ranker_dir), *(["--sasrec", str(sasrec_dir)] if sasrec_dir else []),
            *(["--ranker-members", str(ranker_members)] if ranker_members else []), *(["--version", version] if version else [])]
-    return build_artifacts(x, out, (), item_names=np.array([str(names.get(int(i), "")) for i in x.item_ids]),
-                           tags=artist_tag_matrix(d, x.item_ids), version=version, extra_stages=stages, ranker=ranker,
-                           features=("itemknn",), export=export, data={"dataset": "lastfm-2k", "path": str(d.path), "artifacts": prov},
+    path = getattr(d, "path", None)
+    return build_artifacts(x, out, (), item_names=names, tags=item_tags, version=version, extra_stages=stages, ranker=ranker, features=("itemknn",),
+                           export=export, data={"dataset": str(dataset), "path": None if path is None else str(path), "artifacts": prov},
                            reproduce=shlex.join(cmd) if export else None)
 
 # %% ../../nbs/88c_recipes.bundles.ipynb #0d4ee4c0

@@ -1,4 +1,4 @@
-"""`musicml serve --models DIR` runs the ranking service under uvicorn; `musicml serve build-artifacts --out DIR` writes a serving bundle from Last.fm 2K: of trained models (`--ranker`, `--sasrec` artifact directories) or of baselines.
+"""`musicml serve --models DIR` runs the ranking service under uvicorn; `musicml serve build-artifacts --out DIR` writes a serving bundle from Last.fm 2K or any dataset card (`--dataset`): of trained models (`--ranker`, `--sasrec` artifact directories) or of baselines.
 
 Docs: https://musicml.github.io/musicml/serve.cli.html.md"""
 
@@ -66,7 +66,7 @@ def serve_cmd(args) -> int:
 
 def build_cmd(args) -> int:
     "Write a serving bundle: trained models when `--ranker` is given (two-tower + DCN, SASRec with `--sasrec`), else baselines."
-    from musicml.recipes.bundles import build_lastfm_artifacts, build_trained_artifacts
+    from musicml.recipes.bundles import build_dataset_artifacts, build_trained_artifacts
     if args.sasrec and not args.ranker:
         print("musicml serve build-artifacts: --sasrec needs --ranker (the ranker artifact holds the two-tower retriever)", file=sys.stderr)
         return 2
@@ -74,10 +74,10 @@ def build_cmd(args) -> int:
         require_extra("train", "torch", "lightning", what="musicml serve build-artifacts --ranker")
         require_extra("onnx", "onnx", "onnxscript", "onnxruntime", what="musicml serve build-artifacts --ranker")
         d = build_trained_artifacts(args.out, args.ranker, args.sasrec, args.data_dir, version=args.version,
-                                    ranker_members=args.ranker_members)
+                                    ranker_members=args.ranker_members, dataset=args.dataset)
     else:
-        d = build_lastfm_artifacts(args.out, args.data_dir, retrievers=tuple(r.strip() for r in args.retrievers.split(",") if r.strip()),
-                                   version=args.version)
+        d = build_dataset_artifacts(args.out, args.dataset, args.data_dir, version=args.version,
+                                    retrievers=tuple(r.strip() for r in args.retrievers.split(",") if r.strip()))
     print(d)
     return 0
 
@@ -97,9 +97,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    "with traffic shares (default: $MUSICML_SERVE_EXPERIMENT_CONFIG; see docs/runbook.md)")
     p.set_defaults(func=serve_cmd)
     sub = p.add_subparsers(dest="serve_command")
-    b = sub.add_parser("build-artifacts", help="write a versioned serving bundle of trained models (or baselines) on Last.fm 2K")
+    b = sub.add_parser("build-artifacts", help="write a versioned serving bundle of trained models (or baselines) on a dataset (default Last.fm 2K)")
     b.add_argument("--out", required=True, help="models directory to add the version to")
-    b.add_argument("--data-dir", help="Last.fm 2K folder (default: $MUSICML_DATA)")
+    b.add_argument("--dataset", default="lastfm-2k", help="a built-in name (lastfm-2k, synthetic:N, ...) or a dataset card file: "
+                   "all its events are served; with --ranker, the dataset the artifacts were trained on")
+    b.add_argument("--data-dir", help="data root of the built-in datasets (default: $MUSICML_DATA)")
     b.add_argument("--ranker", help="`musicml train --model ranker` artifact directory (its two-tower retrieves, the DCN ranks)")
     b.add_argument("--sasrec", help="`musicml train --model sasrec` artifact directory (next-artist candidates)")
     b.add_argument("--ranker-members", type=int, default=None,

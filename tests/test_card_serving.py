@@ -1,0 +1,66 @@
+"""A dataset nobody here has looked at, from a drafted card to a live service (#17): `musicml serve build-artifacts --dataset
+CARD` writes a bundle of all its events with the card's titles and licence, and `musicml serve` answers for its users on
+loopback; a card whose ids are strings is refused before anything is written (the API speaks integer ids)."""
+import json
+
+import httpx
+import numpy as np
+from conftest import run_cli
+
+from musicml.serve.loadgen import ServerProcess
+
+
+def _movielens_like(tmp_path, n_users=200, n_items=300, per_user=20, seed=5):
+    "A MovieLens-shaped export: ratings.csv (userId,movieId,rating,timestamp in unix s) and movies.csv (movieId,title,genres)."
+    rng = np.random.default_rng(seed)
+    genres = ["Action", "Drama", "Comedy", "Thriller", "Animation"]
+    g = [sorted(set(rng.choice(genres, rng.integers(1, 3)).tolist())) for _ in range(n_items)]
+    pop = rng.zipf(1.5, n_items).astype(float); pop /= pop.sum()
+    rows = [f"{u + 1},{10 * i + 7},{rng.integers(1, 11) / 2:.1f},{1_500_000_000 + int(rng.integers(0, 9e7))}"
+            for u in range(n_users) for i in rng.choice(n_items, per_user, replace=False, p=pop)]
+    (tmp_path / "ratings.csv").write_text("userId,movieId,rating,timestamp\n" + "\n".join(rows) + "\n")
+    (tmp_path / "movies.csv").write_text("movieId,title,genres\n" + "\n".join(
+        f'{10 * i + 7},"Movie {i}, The ({1990 + i % 30})",{"|".join(g[i])}' for i in range(n_items)) + "\n")
+    return tmp_path / "ratings.csv"
+
+
+def test_a_drafted_card_builds_a_bundle_that_serves(tmp_path):
+    src = _movielens_like(tmp_path)
+    card = tmp_path / "movies.toml"
+    run_cli("data", "card", src, "--out", card)
+    # the edits docs/datasets.md describes: a licence, and the item file with titles and genres
+    text = card.read_text().replace('license = ""', 'license = "test data, CC0"')
+    card.write_text(text + '\n[items]\npath = "movies.csv"\nid = "movieId"\nname = "title"\nfeatures = {"genres" = "|"}\n')
+    run_cli("data", "validate", card)
+    models = tmp_path / "models"
+    p = run_cli("serve", "build-artifacts", "--dataset", card, "--out", models, "--retrievers", "itemknn,als", "--version", "m1")
+    v = models / "m1"
+    assert p.stdout.strip().endswith(str(v))
+    man = json.loads((v / "manifest.json").read_text())
+    assert man["data"]["data_card"]["license"] == "test data, CC0" and man["data"]["dataset"] == str(card)
+    assert man["data"]["offline"]["results"]["itemknn"]["metrics"]["ndcg@10"] > 0     # measured on the card's own split
+    assert "--dataset" in man["data"]["reproduce"]
+    seen = {}                                    # what the bundle knows each user liked: the drafted card keeps ratings >= 4
+    for line in src.read_text().splitlines()[1:]:
+        u, i, r, _ = line.split(",")
+        if float(r) >= 4: seen.setdefault(int(u), set()).add(int(i))
+    with ServerProcess(str(models)) as srv:
+        for u in (1, 57, 200):
+            r = httpx.post(srv.url + "/v1/recommendations", json={"user_id": u, "k": 10}, timeout=30)
+            assert r.status_code == 200, r.text
+            items = r.json()["items"]
+            assert len(items) == 10 and r.json()["model_version"] == "m1" and r.json()["path"] == "personalized"
+            assert all(a["artist_id"] % 10 == 7 and a["name"].startswith("Movie ") for a in items)   # the card's ids and titles
+            assert not {a["artist_id"] for a in items} & seen[u]                                       # nothing already rated
+        s = httpx.get(srv.url + f"/v1/artists/{items[0]['artist_id']}/similar", timeout=30)
+        assert s.status_code == 200 and s.json()["items"]
+        assert httpx.post(srv.url + "/v1/recommendations", json={"user_id": 99999, "k": 5}, timeout=30).json()["path"] == "cold_start"
+
+
+def test_string_ids_are_refused_before_anything_is_written(tmp_path):
+    (tmp_path / "log.csv").write_text("listener,track,n\n" + "\n".join(f"u{u},t{i},1" for u in range(40) for i in range(u, u + 10)) + "\n")
+    (tmp_path / "c.toml").write_text('name = "s"\n[interactions]\npath = "log.csv"\nuser = "listener"\nitem = "track"\nweight = "n"\n')
+    run_cli("evaluate", "--dataset", tmp_path / "c.toml", "--models", "pop", "--grid", "default")      # evaluation takes string ids
+    p = run_cli("serve", "build-artifacts", "--dataset", tmp_path / "c.toml", "--out", tmp_path / "models", check=False)
+    assert p.returncode != 0 and "interactions.user: the serving API takes integer user ids" in p.stderr and "'u0'" in p.stderr
+    assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())
