@@ -103,9 +103,12 @@ def retrieve_batch(items: list[tuple[Query, int, bool]]  # (query, n candidates,
     for ix in _groups(items):
         qs = [items[i][0] for i in ix]; b = qs[0].bundle
         hist, users = stack_queries(qs), np.array([q.user for q in qs])
-        n = max(items[i][1] for i in ix); extra = int(np.diff(hist.indptr).max())
+        # each query's depth is its own n + history length (its seen items may fill the top): retrieved once at the
+        # batch's deepest, then cut per query, so an answer never depends on which other requests share its batch
+        depth = np.minimum(np.array([items[i][1] for i in ix]) + np.diff(hist.indptr), len(b.item_ids))
         memo = [q.memo for q in qs]
-        lists = [r.retrieve(hist, users, min(n + extra, len(b.item_ids)), memo) for r in b.retrievers.values()]
+        lists = [r.retrieve(hist, users, int(depth.max()), memo) for r in b.retrievers.values()]
+        lists = [(np.where(np.arange(c.shape[1]) < depth[:, None], c, -1), s) for c, s in lists]
         fused = rrf_fuse(lists, hist, np.array([items[i][2] for i in ix]), np.array([items[i][1] for i in ix]))
         for i, f in zip(ix, fused): out[i] = f
     return out
