@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-from musicml.data.cards import CardError, draft_card, load_dataset, parse_card
+from musicml.data.cards import CardError, CellError, apply_transforms, draft_card, load_dataset, parse_card
 from musicml.data.datasets import DataFormatError
 
 
@@ -187,3 +187,55 @@ def test_builtin_cards_info(data_dir):
     assert "5,521" in run_cli("data", "info", "musiccaps", "--data-dir", data_dir).stdout
     out = run_cli("data", "validate", "synthetic:5000").stdout
     assert "ok: builtin:synthetic:5000" in out
+
+
+def _shards(tmp_path, n=3, rows=40):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+    d = tmp_path / "shards"; d.mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(n):
+        pq.write_table(pa.table({"u": rng.integers(0, 9, rows) * 1000, "i": rng.integers(0, 30, rows) + 10**10, "r": rng.integers(0, 6, rows),
+                                 "t": rng.integers(0, 10**6, rows)}), d / f"p{k}.parquet", row_group_size=7)
+    card = tmp_path / "c.toml"
+    card.write_text('name = "s"\n[interactions]\npath = "shards"\nuser = "u"\nitem = "i"\nweight = "r"\ntimestamp = "t"\n'
+                    '[transforms]\nrating_threshold = 2\nduplicates = "last"\n')
+    return d, card
+
+
+def test_streamed_parquet_equals_reading_it_whole(tmp_path):
+    "Batches of 5 rows over 3 shards give the arrays, id maps (sorted; int64 items) and report of one in-memory read."
+    import pyarrow.parquet as pq
+    d, card = _shards(tmp_path)
+    t = np.concatenate([np.stack([pq.read_table(f).column(c).to_numpy() for c in "uirt"], 1) for f in sorted(d.glob("*.parquet"))])
+    c = parse_card(card.read_text(), card, tmp_path)
+    rep = []
+    ref = apply_transforms(c, t[:, 0].astype(np.int32), t[:, 1], t[:, 2].astype(float), t[:, 3], rep)
+    for batch_rows in (5, 1 << 20):
+        got = load_dataset(card, batch_rows=batch_rows)
+        for k in ("users", "items", "weights", "times", "user_ids", "item_ids"):
+            a, b = getattr(got.interactions, k), getattr(ref, k)
+            assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), (batch_rows, k)
+        assert [(r["step"], r["removed"]) for r in got.report[1:]] == [(r["step"], r["removed"]) for r in rep]
+    assert got.interactions.item_ids.dtype == np.int64 and (np.diff(got.interactions.user_ids) > 0).all()
+
+
+def test_streamed_parquet_null_names_file_row_column(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+    d, card = _shards(tmp_path)
+    pq.write_table(pa.table({"u": [1, 2, 3, 4], "i": [1, 2, 3, 4], "r": [3, 3, None, 3], "t": [1, 2, 3, 4]}), d / "p9.parquet", row_group_size=2)
+    with pytest.raises(CellError, match=r"p9.parquet:3:r: expected a value, got 'null'"):
+        load_dataset(card, batch_rows=2)
+
+
+@pytest.mark.slow
+def test_ray_read_equals_local_read(tmp_path, monkeypatch):
+    "load_dataset(..., ray=True) reads the shards with Ray Data: the same bytes as the local stream, and Ray shut down after."
+    ray = pytest.importorskip("ray")
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    _, card = _shards(tmp_path)
+    a, b = load_dataset(card), load_dataset(card, ray=True, batch_rows=16)
+    for k in ("users", "items", "weights", "times", "user_ids", "item_ids"):
+        assert getattr(a.interactions, k).tobytes() == getattr(b.interactions, k).tobytes(), k
+    assert not ray.is_initialized()

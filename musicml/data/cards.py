@@ -30,9 +30,11 @@ from .splits import Split, leave_one_out, random_split, temporal_split
 
 # %% auto #0
 __all__ = ['SCHEMA', 'REQUIRED', 'BUILTIN_CARDS', 'CardError', 'CellError', 'check_card', 'synthetic_card', 'Card', 'parse_card',
-           'builtin_names', 'load_card', 'card_base', 'resolve_files', 'read_delimited', 'read_parquet', 'Columns',
-           'typed_ids', 'typed_numbers', 'typed_times', 'apply_transforms', 'CardData', 'load_dataset', 'feature_ids',
-           'item_feature_matrix', 'gini', 'dataset_stats', 'report_lines', 'draft_card', 'validate_card']
+           'builtin_names', 'load_card', 'card_base', 'resolve_files', 'iter_delimited', 'read_delimited',
+           'arrow_columns', 'iter_parquet', 'read_parquet', 'parquet_rows', 'Columns', 'typed_ids', 'typed_numbers',
+           'IdCodes', 'remap', 'typed_times', 'section_batches', 'compact_transforms', 'apply_transforms', 'CardData',
+           'read_interactions', 'load_dataset', 'feature_ids', 'item_feature_matrix', 'gini', 'dataset_stats',
+           'report_lines', 'draft_card', 'validate_card']
 
 # %% ../../nbs/17_data.cards.ipynb #02a82309
 class CardError(ValueError):
@@ -308,22 +310,24 @@ def _decode(raw: bytes, path, encoding: str, delim: str, names) -> str:
 
 _DELIM_NAME = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}
 
-def read_delimited(path, fmt: str = "csv", delimiter: str | None = None, header: bool = True, encoding: str = "utf-8",
-                   columns: list | None = None) -> tuple[dict[str, list[str]], np.ndarray]:
-    "Every column of a CSV/TSV file as lists of strings, and each row's line number; ragged rows and empty files raise."
+def iter_delimited(path, fmt: str = "csv", delimiter: str | None = None, header: bool = True, encoding: str = "utf-8",
+                   columns: list | None = None, chunk_rows: int = 1 << 20):
+    "A CSV/TSV file's columns `chunk_rows` rows at a time: (dict of lists of strings, line numbers); ragged rows and empty files raise."
     path = Path(path)
     raw = path.read_bytes()
     if not raw.strip(): raise DataFormatError(path, 1, "a header line and data rows" if header else "data rows", "an empty file")
     delim = delimiter or ("\t" if fmt == "tsv" else ",")
     first = raw.split(b"\n", 1)[0].decode(encoding, errors="replace").rstrip("\r").split(delim)
     text = _decode(raw, path, encoding, delim, first if header else columns)
+    del raw
     kw = dict(quoting=csv.QUOTE_NONE) if fmt == "tsv" else {}
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delim, strict=True, **kw)
     try:
         names = next(reader) if header else list(columns or [])
         if header and columns: raise DataFormatError(path, 1, "either header = true or columns = [...], not both", None)
         if not names: raise DataFormatError(path, 1, "column names (a header line, or columns = [...] in the card)", "none")
-        cols, lines, n = [[] for _ in names], [], len(names)
+        n, total = len(names), 0
+        cols, lines = [[] for _ in names], []
         for row in reader:
             if not row: continue                                   # blank line
             if len(row) != n:
@@ -331,28 +335,57 @@ def read_delimited(path, fmt: str = "csv", delimiter: str | None = None, header:
                                       f"{len(row)} fields")
             for c, v in zip(cols, row): c.append(v)
             lines.append(reader.line_num)
+            if len(lines) >= chunk_rows:
+                total += len(lines); yield dict(zip(names, cols)), np.asarray(lines, np.int64)
+                cols, lines = [[] for _ in names], []
     except csv.Error as e:
         raise DataFormatError(path, reader.line_num, "well-formed CSV (quoting)", str(e)) from None
-    if not lines: raise DataFormatError(path, 2 if header else 1, "data rows after the header" if header else "data rows", "none")
-    return dict(zip(names, cols)), np.asarray(lines, np.int64)
+    if not lines and not total: raise DataFormatError(path, 2 if header else 1, "data rows after the header" if header else "data rows", "none")
+    if lines: yield dict(zip(names, cols)), np.asarray(lines, np.int64)
 
-def read_parquet(path, want: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    "Columns `want` of a Parquet file as numpy arrays (timestamps as datetime64), and 1-based row numbers."
+def read_delimited(path, fmt: str = "csv", delimiter: str | None = None, header: bool = True, encoding: str = "utf-8",
+                   columns: list | None = None) -> tuple[dict[str, list[str]], np.ndarray]:
+    "Every column of a CSV/TSV file as lists of strings, and each row's line number (`iter_delimited` in one piece)."
+    parts = list(iter_delimited(path, fmt, delimiter, header, encoding, columns))
+    return {k: [v for p, _ in parts for v in p[k]] for k in parts[0][0]}, np.concatenate([r for _, r in parts])
+
+
+# %% ../../nbs/17_data.cards.ipynb #98b8f099
+def arrow_columns(path, batch, want: list[str], start: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    "Columns `want` of a pyarrow batch (rows `start+1`…) as numpy arrays (timestamps as datetime64), and 1-based row numbers; a null raises with its row."
+    out = {}
+    for c in want:
+        col = batch.column(c)
+        if col.null_count:
+            row = start + int(np.flatnonzero(np.asarray(col.is_null()))[0]) + 1
+            raise CellError(path, row, c, "a value", "null")
+        out[c] = col.to_numpy(zero_copy_only=False)
+    return out, np.arange(start + 1, start + batch.num_rows + 1, dtype=np.int64)
+
+def iter_parquet(path, want: list[str], batch_rows: int = 1 << 20):
+    "Columns `want` of a Parquet file `batch_rows` rows at a time (only those columns are read): see `arrow_columns`."
     require_extra("experiment", "pyarrow", what="reading Parquet files named by a dataset card")
     import pyarrow.parquet as pq
     f = pq.ParquetFile(path)
     names = f.schema_arrow.names
     for c in want:
         if c not in names: raise DataFormatError(path, None, f"a column {c!r}", "columns " + ", ".join(names))
-    t = f.read(columns=want)
-    out = {}
-    for c in want:
-        col = t.column(c)
-        if col.null_count:
-            row = int(np.flatnonzero(np.asarray(col.is_null()))[0]) + 1
-            raise CellError(path, row, c, "a value", "null")
-        out[c] = col.to_numpy()
-    return out, np.arange(1, t.num_rows + 1, dtype=np.int64)
+    start = 0
+    for b in f.iter_batches(batch_size=batch_rows, columns=want):
+        if b.num_rows: yield arrow_columns(path, b, want, start)
+        start += b.num_rows
+    if start == 0: yield arrow_columns(path, f.schema_arrow.empty_table(), want)
+
+def read_parquet(path, want: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    "Columns `want` of a Parquet file as numpy arrays (timestamps as datetime64), and 1-based row numbers."
+    parts = list(iter_parquet(path, want))
+    return {c: np.concatenate([p[c] for p, _ in parts]) for c in want}, np.concatenate([r for _, r in parts])
+
+def parquet_rows(files) -> int:
+    "Rows of Parquet files from their footers (nothing else read)."
+    import pyarrow.parquet as pq
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+
 
 # %% ../../nbs/17_data.cards.ipynb #2960f43e
 _INT = re.compile(r"-?(0|[1-9][0-9]*)\Z")
@@ -368,25 +401,6 @@ class Columns:
     def where(self, i: int) -> tuple[Path, int]: return self.files[int(self.file_of[i])], int(self.row_of[i])
     def take(self, idx) -> Columns:
         return Columns({k: v[idx] for k, v in self.cols.items()}, self.files, self.file_of[idx], self.row_of[idx])
-
-def _raw_columns(card: Card, sec_key: str, want: list[str], base: Path) -> Columns:
-    sec = card.section(sec_key)
-    files = resolve_files(card, f"{sec_key}.path", sec["path"], base)
-    parts, fo, ro = {c: [] for c in want}, [], []
-    for i, f in enumerate(files):
-        fmt = _format(sec, f)
-        if fmt == "parquet": got, rows = read_parquet(f, want)
-        else:
-            got, rows = read_delimited(f, fmt, sec.get("delimiter"), sec.get("header", "columns" not in sec), sec.get("encoding", "utf-8"), sec.get("columns"))
-            for c in want:
-                if c not in got:
-                    key = next((f"{sec_key}.{k}" for k, v in sec.items() if v == c or (isinstance(v, list) and c in v)), sec_key)
-                    raise DataFormatError(f, 1, f"a column {c!r} (named by the card's {key})", "columns " + ", ".join(got))
-            got = {c: np.array(got[c], dtype=object) for c in want}
-        for c in want: parts[c].append(got[c])
-        fo.append(np.full(len(rows), i, np.int32)); ro.append(rows)
-    cols = {c: (np.concatenate(v) if len({a.dtype.kind for a in v}) == 1 else np.concatenate([a.astype(object) for a in v])) for c, v in parts.items()}
-    return Columns(cols, files, np.concatenate(fo), np.concatenate(ro))
 
 def _where(c: Columns, i, name): p, r = c.where(i); return p, r, name
 
@@ -415,6 +429,42 @@ def typed_numbers(c: Columns, name: str) -> np.ndarray:
     bad = np.flatnonzero(~np.isfinite(out))
     if len(bad): raise CellError(*_where(c, bad[0], name), "a finite number", v[bad[0]])
     return out
+
+# %% ../../nbs/17_data.cards.ipynb #9c8f170d
+class IdCodes:
+    "Raw ids -> int32 codes, growing batch by batch (a sorted map of the ids seen so far); `finish` renumbers the codes in sorted-id order."
+    def __init__(self): self.keys, self.code, self.n = None, np.zeros(0, np.int64), 0
+    def _as_str(self):
+        k = np.array([str(v) for v in self.keys], dtype=object); o = np.argsort(k, kind="stable")
+        self.keys, self.code = k[o], self.code[o]
+    def add(self, raw: np.ndarray) -> np.ndarray:
+        "The codes of `raw` (ids typed by `typed_ids`: integers, or strings); unseen ids get the next codes."
+        raw = np.asarray(raw)
+        if self.keys is not None and (raw.dtype.kind == "O") != (self.keys.dtype.kind == "O"):   # integers in one batch, strings in another
+            if raw.dtype.kind == "O": self._as_str()
+            else: raw = np.array([str(v) for v in raw], dtype=object)
+        u, inv = np.unique(raw, return_inverse=True)
+        if self.keys is None: self.keys = u[:0]
+        if u.dtype.kind in "iu" and u.dtype != self.keys.dtype: self.keys = self.keys.astype(np.result_type(u.dtype, self.keys.dtype))
+        pos = np.searchsorted(self.keys, u)
+        found = np.zeros(len(u), bool)
+        if len(self.keys): found = self.keys[pos.clip(max=len(self.keys) - 1)] == u
+        cu = np.empty(len(u), np.int64)
+        cu[found] = self.code[pos[found]]
+        new = np.flatnonzero(~found)
+        cu[new] = self.n + np.arange(len(new)); self.n += len(new)
+        if len(new): self.keys, self.code = np.insert(self.keys, pos[new], u[new]), np.insert(self.code, pos[new], cu[new])
+        return cu.astype(np.int32)[inv.ravel()]
+    def finish(self) -> tuple[np.ndarray, np.ndarray]:
+        "The sorted id map and `rank`: code c is index `rank[c]` of that map."
+        rank = np.empty(self.n, np.int32); rank[self.code] = np.arange(self.n, dtype=np.int32)
+        return (self.keys if self.keys is not None else np.zeros(0, np.int32)), rank
+
+def remap(codes: np.ndarray, rank: np.ndarray, chunk: int = 1 << 22) -> np.ndarray:
+    "codes -> rank[codes] in place, a chunk at a time (no second array of the full size)."
+    for s in range(0, len(codes), chunk): codes[s:s + chunk] = rank[codes[s:s + chunk]]
+    return codes
+
 
 # %% ../../nbs/17_data.cards.ipynb #8bf17769
 def _iso(x: str) -> int:
@@ -445,6 +495,70 @@ def typed_times(c: Columns, spec, fmt: str | None, resolution: str = "s", key: s
                                 else f"a time in the format {fmt!r}", x) from None
     return secs // 86_400 if resolution == "day" else secs
 
+# %% ../../nbs/17_data.cards.ipynb #b36b879d
+def _ray_batches(files: list[Path], want: list[str], batch_rows: int):
+    "(file index, columns, row numbers) of Parquet `files` read by Ray Data, in file order (Ray is started if it is not running)."
+    import os
+    import shutil
+    import tempfile
+    require_extra("dist", "ray", what="load_dataset(..., ray=True)")
+    for k, v in {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}.items(): os.environ.setdefault(k, v)
+    import ray
+    own = not ray.is_initialized()                                   # started here: shut down here, temp files removed
+    tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp") if own else None
+    if own: ray.init(include_dashboard=False, configure_logging=False, log_to_driver=False, _temp_dir=tmp)
+    try:
+        ray.data.DataContext.get_current().execution_options.preserve_order = True   # file order: 'first'/'last' and row numbers need it
+        index = {str(f.resolve()): i for i, f in enumerate(files)}
+        seen = np.zeros(len(files), np.int64)
+        ds = ray.data.read_parquet([str(f.resolve()) for f in files], include_paths=True).select_columns([*want, "path"])
+        for b in ds.iter_batches(batch_format="pyarrow", batch_size=batch_rows):
+            paths = b.column("path").to_numpy(zero_copy_only=False)
+            cuts = np.r_[0, np.flatnonzero(paths[1:] != paths[:-1]) + 1, len(paths)]
+            for s, e in zip(cuts[:-1], cuts[1:]):                      # a batch may span files
+                p = str(paths[s]); i = index.get(p, index.get("/" + p.lstrip("/"), 0))
+                got, rows = arrow_columns(files[i], b.slice(s, e - s), want, int(seen[i])); seen[i] += e - s
+                yield i, got, rows
+    finally:
+        if own: ray.shutdown(); shutil.rmtree(tmp, ignore_errors=True)
+
+def section_batches(card: Card, sec_key: str, want: list[str], base: Path, batch_rows: int = 1 << 20, ray: bool = False):
+    "The columns `want` of every file of a section, one `Columns` per batch of at most `batch_rows` rows, in file order (`ray`: Parquet sections through Ray Data; text files are always read here)."
+    sec = card.section(sec_key)
+    files = resolve_files(card, f"{sec_key}.path", sec["path"], base)
+    if ray and all(_format(sec, f) == "parquet" for f in files):
+        for i, got, rows in _ray_batches(files, want, batch_rows): yield Columns(got, files, np.full(len(rows), i, np.int32), rows)
+        return
+    for i, f in enumerate(files):
+        fmt = _format(sec, f)
+        if fmt == "parquet": it = iter_parquet(f, want, batch_rows)
+        else: it = iter_delimited(f, fmt, sec.get("delimiter"), sec.get("header", "columns" not in sec), sec.get("encoding", "utf-8"),
+                                  sec.get("columns"), batch_rows)
+        for got, rows in it:
+            for c in want:
+                if c not in got:
+                    key = next((f"{sec_key}.{k}" for k, v in sec.items() if v == c or (isinstance(v, list) and c in v)), sec_key)
+                    raise DataFormatError(f, 1, f"a column {c!r} (named by the card's {key})", "columns " + ", ".join(got))
+            got = {c: got[c] if fmt == "parquet" else np.array(got[c], dtype=object) for c in want}
+            yield Columns(got, files, np.full(len(rows), i, np.int32), rows)
+
+def _raw_columns(card: Card, sec_key: str, want: list[str], base: Path) -> Columns:
+    "A whole section at once (item metadata, features, friends: small files)."
+    bs = list(section_batches(card, sec_key, want, base))
+    cols = {c: (np.concatenate(v) if len({a.dtype.kind for a in v}) == 1 else np.concatenate([a.astype(object) for a in v]))
+            for c in want for v in [[b.cols[c] for b in bs]]}
+    return Columns(cols, bs[0].files, np.concatenate([b.file_of for b in bs]), np.concatenate([b.row_of for b in bs]))
+
+class _Grow:
+    "An array appended to in place (capacity doubles; exact when the row count is known up front)."
+    def __init__(self, dtype, cap: int = 1 << 20): self.a, self.n = np.empty(max(cap, 1), dtype), 0
+    def add(self, v):
+        if self.n + len(v) > len(self.a):
+            b = np.empty(max(2 * len(self.a), self.n + len(v)), self.a.dtype); b[:self.n] = self.a[:self.n]; self.a = b
+        self.a[self.n:self.n + len(v)] = v; self.n += len(v)
+    def get(self) -> np.ndarray: return self.a[:self.n] if self.n > 0.9 * len(self.a) else self.a[:self.n].copy()
+
+
 # %% ../../nbs/17_data.cards.ipynb #ad1fba91
 def _step(report, step, rule, removed, **kw):
     report.append({"step": step, "rule": rule, "removed": int(removed), **kw})
@@ -457,10 +571,11 @@ def _dedupe(x: Interactions, policy: str, report) -> Interactions:
              "last": "the last event of each (user, item) in time order kept", "keep": "repeated (user, item) events kept (sequences)"}
     _step(report, "duplicates", rules[policy], 0 if policy == "keep" else n_dup, duplicate_events=int(n_dup), policy=policy)
     if n_dup == 0 or policy == "keep": return x
+    del key
     if policy == "first": return x.first_occurrences()
     if policy == "last":
         o = x.time_order()[::-1]
-        _, last = np.unique(key[o], return_index=True)
+        _, last = np.unique(x.users[o].astype(np.int64) * max(x.n_items, 1) + x.items[o], return_index=True)
         return x.take(np.sort(o[last]))
     w = np.bincount(inv, weights=x.weights.astype(np.float64)).astype(np.float32)
     t = None
@@ -482,34 +597,57 @@ def _kcore(x: Interactions, min_u: int, min_i: int, report) -> Interactions:
           removed_users=int(u0 - x.n_users), removed_items=int(i0 - x.n_items))
     return x
 
-def apply_transforms(card: Card, users, items, weights=None, times=None, report=None, test: bool = False) -> Interactions:
-    "Raw id/weight/time arrays -> `Interactions`, through the card's transforms; each appends its counts to `report`."
+
+# %% ../../nbs/17_data.cards.ipynb #a977989a
+def _row_rules(card: Card, has_times: bool):
+    "The per-row transforms (rating threshold, min_time lower bound), checked before anything is read."
     tf, it = card.section("transforms"), card.section("interactions")
-    report = [] if report is None else report
-    keep = np.ones(len(users), bool)
-    if tf.get("rating_threshold") is not None:
-        thr = tf["rating_threshold"]
-        keep &= weights >= thr
-        _step(report, "rating_threshold", f"kept events with {it.get('weight')} >= {thr}; their weight became 1 (implicit)", (~keep).sum())
-        weights = np.ones(len(users), np.float32)
+    lo = None
     if tf.get("min_time"):
-        if times is None: raise CardError(card.source, "transforms.min_time", "interactions.timestamp to be set")
+        if not has_times: raise CardError(card.source, "transforms.min_time", "interactions.timestamp to be set")
         try: lo = _iso(tf["min_time"])
         except ValueError: raise CardError(card.source, "transforms.min_time", "an ISO date like 2002-01-01", tf["min_time"]) from None
         lo = lo // 86_400 if it.get("timestamp_resolution") == "day" else lo
-        before = keep & (times < lo)
-        _step(report, "min_time", f"dropped events before {tf['min_time']}", before.sum())
-        keep &= ~before
-    idx = np.flatnonzero(keep)
+    return tf.get("rating_threshold"), lo
+
+def _row_keep(thr, lo, weights, times, removed: dict):
+    "Rows kept by the per-row transforms (None: all), their removals added to `removed`."
+    if thr is None and lo is None: return None
+    keep = np.ones(len(weights if weights is not None else times), bool)
+    if thr is not None: keep &= weights >= thr; removed["rating_threshold"] += int((~keep).sum())
+    if lo is not None: before = keep & (times < lo); removed["min_time"] += int(before.sum()); keep &= ~before
+    return keep
+
+def _row_steps(card: Card, removed: dict, report):
+    tf, it = card.section("transforms"), card.section("interactions")
+    if tf.get("rating_threshold") is not None:
+        _step(report, "rating_threshold", f"kept events with {it.get('weight')} >= {tf['rating_threshold']}; their weight became 1 (implicit)", removed["rating_threshold"])
+    if tf.get("min_time"): _step(report, "min_time", f"dropped events before {tf['min_time']}", removed["min_time"])
+
+def compact_transforms(card: Card, x: Interactions, report, test: bool = False) -> Interactions:
+    "The transforms on compact arrays: tie shuffle, then (not for a test part) duplicates and the k-core."
+    tf = card.section("transforms")
     if tf.get("tie_shuffle_seed") is not None:
-        idx = idx[np.random.default_rng(tf["tie_shuffle_seed"]).permutation(len(idx))]
+        x = x.take(np.random.default_rng(tf["tie_shuffle_seed"]).permutation(len(x)))
         _step(report, "tie_shuffle", f"events put in a random order (seed {tf['tie_shuffle_seed']}): equal times are not ordered by the file", 0)
-    x = from_raw(users[idx], items[idx], None if weights is None else weights[idx], None if times is None else times[idx])
     if test: return x
     x = _dedupe(x, tf.get("duplicates", "sum"), report)
     if tf.get("min_user_events", 0) > 1 or tf.get("min_item_events", 0) > 1:
         x = _kcore(x, tf.get("min_user_events", 1), tf.get("min_item_events", 1), report)
     return x
+
+def apply_transforms(card: Card, users, items, weights=None, times=None, report=None, test: bool = False) -> Interactions:
+    "Raw id/weight/time arrays -> `Interactions`, through the card's transforms; each appends its counts to `report`."
+    report = [] if report is None else report
+    thr, lo = _row_rules(card, times is not None)
+    removed = {"rating_threshold": 0, "min_time": 0}
+    keep = _row_keep(thr, lo, weights, times, removed)
+    _row_steps(card, removed, report)
+    if thr is not None: weights = np.ones(len(users), np.float32)
+    idx = slice(None) if keep is None else np.flatnonzero(keep)
+    x = from_raw(users[idx], items[idx], None if weights is None else weights[idx], None if times is None else times[idx])
+    return compact_transforms(card, x, report, test)
+
 
 # %% ../../nbs/17_data.cards.ipynb #16440e43
 @dataclass
@@ -536,22 +674,44 @@ def _check_sha(card: Card, key: str, files: list[Path], notes: list):
         exp = want if isinstance(want, str) else want.get(f.name)
         if exp and sha256_file(f) != exp: notes.append(f"{f.name}: sha256 differs from the one in the card ({key}.sha256); results may not be comparable")
 
-def _read_interactions(card: Card, base: Path, report: list, notes: list, path_key: str = "path"):
+def read_interactions(card: Card, base: Path, report: list, notes: list, path_key: str = "path", ray: bool = False,
+                      batch_rows: int = 1 << 20) -> Interactions:
+    "Stream the interactions files batch by batch into compact arrays (int32 codes, float32 weights, int64 times), row transforms applied on the way."
     sec = card.section("interactions")
     ts = sec.get("timestamp")
     want = list(dict.fromkeys([sec["user"], sec["item"], *([sec["weight"]] if "weight" in sec else []),
                                *((ts if isinstance(ts, list) else [ts]) if ts else [])]))
     view = card if path_key == "path" else Card({**card.data, "interactions": {**sec, "path": card.protocol["test_path"]}}, card.source, card.base)
-    c = _raw_columns(view, "interactions", want, base)
-    _check_sha(view, "interactions", c.files, notes)
-    u, i = typed_ids(c, sec["user"]), typed_ids(c, sec["item"])
-    w = typed_numbers(c, sec["weight"]) if "weight" in sec else None
-    t = typed_times(c, ts, sec.get("timestamp_format"), sec.get("timestamp_resolution", "s")) if ts else None
+    thr, lo = _row_rules(card, bool(ts))
+    files = resolve_files(view, "interactions.path", view.section("interactions")["path"], base)
+    hint = parquet_rows(files) if all(_format(sec, f) == "parquet" for f in files) else 1 << 20
+    uc, ic, removed, n = IdCodes(), IdCodes(), {"rating_threshold": 0, "min_time": 0}, 0
+    cu, ci, cw = _Grow(np.int32, hint), _Grow(np.int32, hint), _Grow(np.float32, hint) if "weight" in sec else None
+    ct = _Grow(np.int64, hint) if ts else None
+    for c in section_batches(view, "interactions", want, base, batch_rows, ray):
+        if not len(c): continue
+        n += len(c)
+        u, i = typed_ids(c, sec["user"]), typed_ids(c, sec["item"])
+        w = typed_numbers(c, sec["weight"]) if "weight" in sec else None
+        t = typed_times(c, ts, sec.get("timestamp_format"), sec.get("timestamp_resolution", "s")) if ts else None
+        keep = _row_keep(thr, lo, w, t, removed)
+        if keep is not None: u, i, w, t = u[keep], i[keep], None if w is None else w[keep], None if t is None else t[keep]
+        cu.add(uc.add(u)); ci.add(ic.add(i))
+        if cw is not None: cw.add(np.ones(len(u), np.float32) if thr is not None else w.astype(np.float32))
+        if ct is not None: ct.add(t)
+        del c, u, i, w, t
+    _check_sha(view, "interactions", files, notes)
     what = "test file" if path_key != "path" else "interactions"
-    report.append({"step": "read", "rule": f"{what}: {len(c):,} rows from {len(c.files)} file(s)", "removed": 0, "rows": len(c),
-                   "files": [str(f) for f in c.files]})
-    return u, i, w, t
+    report.append({"step": "read", "rule": f"{what}: {n:,} rows from {len(files)} file(s)", "removed": 0, "rows": n,
+                   "files": [str(f) for f in files]})
+    _row_steps(card, removed, report)
+    (uids, ur), (iids, ir) = uc.finish(), ic.finish()
+    users, items = remap(cu.get(), ur), remap(ci.get(), ir)
+    w = cw.get() if cw is not None else np.ones(len(users), np.float32)
+    return Interactions(users, items, w, None if ct is None else ct.get(), uids, iids)
 
+
+# %% ../../nbs/17_data.cards.ipynb #b731aba5
 def _same_kind(a: np.ndarray, b: np.ndarray):
     "Ids read as integers in one file and strings in another are compared as strings."
     if (a.dtype.kind == "O") != (b.dtype.kind == "O"):
@@ -614,6 +774,8 @@ def _synthetic(card: Card, report: list):
 
 def load_dataset(dataset,              # a built-in name, a card file or a `Card`
                  data_dir=None,        # data root for built-in cards (default `$MUSICML_DATA` or the download cache)
+                 ray: bool = False,    # read Parquet interactions with Ray Data (the `[dist]` extra)
+                 batch_rows: int = 1 << 20,  # rows per batch while streaming the interactions
                 ) -> CardData:
     "Read everything a dataset card names: interactions through the transforms, item metadata, features, friends, test part."
     card = load_card(dataset)
@@ -624,8 +786,7 @@ def load_dataset(dataset,              # a built-in name, a card file or a `Card
         u, i, w, t, fi, fv = _synthetic(card, report)
         x = apply_transforms(card, u, i, w, t, report)
     elif "interactions" in card.data:
-        u, i, w, t = _read_interactions(card, base, report, notes)
-        x = apply_transforms(card, u, i, w, t, report)
+        x = compact_transforms(card, read_interactions(card, base, report, notes, ray=ray, batch_rows=batch_rows), report)
     if "items" in card.data:
         items, fi, fv = _read_items(card, base, report, notes)
     if "item_features" in card.data:
@@ -637,8 +798,7 @@ def load_dataset(dataset,              # a built-in name, a card file or a `Card
         a, b = _read_pairs(card, "friends", "user", "friend", base, notes)
         friends = Table(user_id=a, friend_id=b)
     if x is not None and card.protocol["split"] == "presplit":
-        u, i, w, t = _read_interactions(card, base, report, notes, "test_path")
-        y = apply_transforms(card, u, i, w, t, report, test=True)
+        y = compact_transforms(card, read_interactions(card, base, report, notes, "test_path", ray, batch_rows), report, test=True)
         ru, ri = y.user_ids[y.users], y.item_ids[y.items]
         pu, pi = positions(x.user_ids, ru), positions(x.item_ids, ri)
         ok = (pu >= 0) & (pi >= 0)

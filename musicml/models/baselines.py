@@ -7,6 +7,9 @@ Docs: https://musicml.github.io/musicml/models.baselines.html.md"""
 # %% ../../nbs/31_models.baselines.ipynb #4a08e691
 from __future__ import annotations
 
+import os
+import re
+
 import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import cho_factor, cho_solve
@@ -15,7 +18,8 @@ from ..data.interactions import Interactions
 from .base import Recommender
 
 # %% auto #0
-__all__ = ['reweight', 'weighted_csr', 'Popularity', 'topk_per_row', 'ItemKNN', 'EASE', 'ALS']
+__all__ = ['MEMORY_ENV', 'reweight', 'weighted_csr', 'available_memory', 'ModelMemoryError', 'check_memory', 'Popularity',
+           'topk_per_row', 'ItemKNN', 'EASE', 'ALS']
 
 # %% ../../nbs/31_models.baselines.ipynb #1e51c7a9
 def reweight(m: sp.csr_matrix, weighting: str = "binary") -> sp.csr_matrix:
@@ -29,15 +33,76 @@ def weighted_csr(x: Interactions, weighting: str = "binary") -> sp.csr_matrix:
     "User x item CSR of `x` with play counts reweighted (see `reweight`)."
     return reweight(x.csr(binary=False), weighting)
 
+# %% ../../nbs/31_models.baselines.ipynb #54eebab3
+MEMORY_ENV = "MUSICML_MEMORY_LIMIT"   # e.g. "8G": the memory fit may use (tests, or a share of a bigger machine)
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+def _cgroup_free() -> int | None:
+    "Memory left under this process's cgroup limit (v2 memory.max, or v1), None when there is no limit."
+    for lim, cur in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                     ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            s = open(lim).read().strip()
+            if s == "max" or int(s) >= 2**60: return None
+            return int(s) - int(open(cur).read().strip())
+        except (OSError, ValueError): continue
+    return None
+
+def available_memory() -> int:
+    "Bytes a model may still allocate: `$MUSICML_MEMORY_LIMIT` if set, else the smaller of MemAvailable and the cgroup's headroom."
+    env = os.environ.get(MEMORY_ENV, "").strip().upper().removesuffix("B")
+    if env:
+        if not re.fullmatch(r"[0-9.]+[KMGT]?", env): raise ValueError(f"{MEMORY_ENV} must be a size like 8G or 512M, got {os.environ[MEMORY_ENV]!r}")
+        return int(float(env.rstrip("KMGT")) * _UNITS[env[-1] if env[-1] in _UNITS else ""])
+    avail = None
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"): avail = int(line.split()[1]) * 1024
+    except OSError: pass
+    if avail is None:
+        import psutil
+        avail = psutil.virtual_memory().available
+    cg = _cgroup_free()
+    return avail if cg is None else min(avail, cg)
+
+def _size(n: int) -> str: return f"{n / 2**30:.1f} GiB" if n >= 2**28 else f"{n / 2**20:.0f} MiB"
+
+class ModelMemoryError(MemoryError, ValueError):
+    "A model that will not fit in memory: the message names the model, its need, what is available and what to use instead (a `ValueError` too: the CLI prints it)."
+    def __init__(self, model: str, need: int, available: int, what: str, alternative: str):
+        self.model, self.need, self.available = model, need, available
+        super().__init__(f"{model}: fitting needs about {_size(need)} ({what}) but {_size(available)} is available; "
+                         f"{alternative}; or set {MEMORY_ENV} if more memory is really there")
+
+def check_memory(model, train: Interactions, available: int | None = None) -> int:
+    "Raise `ModelMemoryError` when `model.memory_need(...)` for `train` exceeds the available memory; else return the need."
+    deg = np.bincount(train.users, minlength=train.n_users).astype(np.float64)
+    need = model.memory_need(train.n_users, train.n_items, len(train), pairs=float(deg @ deg))
+    avail = available_memory() if available is None else available
+    if need > avail: raise ModelMemoryError(model.name, need, avail, model.memory_what(train.n_users, train.n_items), model.alternative)
+    return need
+
+def _csr_bytes(rows: int, nnz: int, value_bytes: int = 4) -> int:
+    return nnz * (value_bytes + 4) + (rows + 1) * 8
+
+def _seen_bytes(n_users, n_items, nnz) -> int:
+    "`_remember`'s seen matrix and the COO arrays it is built from."
+    return _csr_bytes(n_users, nnz) + nnz * 12
+
+
 # %% ../../nbs/31_models.baselines.ipynb #9ed91935
 class Popularity(Recommender):
     "Recommend the items the most training users interacted with."
-    name = "pop"
+    name, alternative = "pop", "nothing is smaller: use fewer events"
+    def memory_need(self, n_users, n_items, nnz, pairs=None) -> int: return _seen_bytes(n_users, n_items, nnz) + 8 * n_items
+    def memory_what(self, n_users, n_items) -> str: return "the users x items matrix of seen items"
     def fit(self, train: Interactions, valid=None) -> Popularity:
+        check_memory(self, train)
         self._remember(train)
         self.counts_ = np.asarray(self.seen_.sum(0)).ravel().astype(np.float32)
         return self
     def score(self, users): return np.broadcast_to(self.counts_, (len(users), self.n_items_))
+
 
 # %% ../../nbs/31_models.baselines.ipynb #15ea6f11
 def topk_per_row(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
@@ -49,30 +114,53 @@ def topk_per_row(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
     return sp.csr_matrix((m.data[keep], (rows[keep], m.indices[keep])), shape=m.shape)
 
 class ItemKNN(Recommender):
-    "Item-based nearest neighbours with cosine similarity and shrinkage."
-    name = "itemknn"
+    "Item-based nearest neighbours with cosine similarity and shrinkage; co-occurrences a block of items at a time, top-k kept."
+    name, alternative = "itemknn", "use als (memory linear in the events), or a smaller k"
+    block_pairs = 20_000_000                                   # co-occurrence entries computed at once (bounds the fit's memory)
     def __init__(self, k: int = 100, shrink: float = 10.0, weighting: str = "log"):
         self.k, self.shrink, self.weighting = k, shrink, weighting
+    def memory_need(self, n_users, n_items, nnz, pairs=None) -> int:
+        block = min(pairs if pairs is not None else nnz**2 / max(n_users, 1), float(n_items) ** 2, self.block_pairs)
+        return int(_seen_bytes(n_users, n_items, nnz) + 3 * _csr_bytes(n_items, nnz) + 72 * block + 40 * self.k * n_items)
+    def memory_what(self, n_users, n_items) -> str: return f"sparse matrices, one block of co-occurrences and {self.k} neighbours of {n_items:,} items"
     def fit(self, train: Interactions, valid=None) -> ItemKNN:
+        check_memory(self, train)
         self._remember(train)
         x = weighted_csr(train, self.weighting); self.x_ = x
         xt = x.T.tocsr()
-        co = (xt @ xt.T).tocsr(); co.setdiag(0); co.eliminate_zeros()
         norms = np.sqrt(np.asarray(x.multiply(x).sum(0)).ravel())
-        r = np.repeat(np.arange(co.shape[0]), np.diff(co.indptr))
-        co.data = co.data / (norms[r] * norms[co.indices] + self.shrink)
-        self.sim_ = topk_per_row(co, self.k).T.tocsr()        # column j holds item j's neighbours
+        deg = np.diff(x.indptr)
+        load = np.cumsum(np.bincount(x.indices, weights=np.repeat(deg, deg).astype(np.float64), minlength=x.shape[1]))
+        cuts = np.unique(np.r_[0, np.searchsorted(load, np.arange(1, int(load[-1] // self.block_pairs) + 1) * self.block_pairs) if len(load) else 0, x.shape[1]])
+        parts = []
+        for s, e in zip(cuts[:-1], cuts[1:]):                  # rows s:e of XᵀX: at most ~block_pairs entries
+            co = (xt[s:e] @ x).tocsr()                         # the rows of the full product, in its order (ties as before)
+            r = np.repeat(np.arange(s, e), np.diff(co.indptr))
+            co.data[co.indices == r] = 0; co.eliminate_zeros()    # no self-similarity
+            r = np.repeat(np.arange(s, e), np.diff(co.indptr))
+            co.data = co.data / (norms[r] * norms[co.indices] + self.shrink)
+            parts.append(topk_per_row(co, self.k))
+        self.sim_ = (sp.vstack(parts, format="csr") if parts else sp.csr_matrix(x.shape[1:] * 2, dtype=np.float32)).T.tocsr()
         return self
     def score(self, users): return (self.x_[users] @ self.sim_).toarray()
+
 
 # %% ../../nbs/31_models.baselines.ipynb #80178a07
 class EASE(Recommender):
     "Embarrassingly Shallow Autoencoder with an exact solver for users << items."
-    name = "ease"
+    name, alternative = "ease", "use als or itemknn (top-k neighbours: memory linear in the items)"
+    def memory_need(self, n_users, n_items, nnz, pairs=None) -> int:
+        small = min(n_users, n_items)
+        dense = 16 * small**2 + 20 * n_users * n_items if n_users < n_items else 36 * n_items**2
+        return int(dense + _seen_bytes(n_users, n_items, nnz) + 2 * _csr_bytes(n_users, nnz, 8))
+    def memory_what(self, n_users, n_items) -> str:
+        return (f"dense float64 {n_users:,} x {n_users:,} and {n_users:,} x {n_items:,} matrices" if n_users < n_items
+                else f"a dense float64 {n_items:,} x {n_items:,} item-item solve")
     def __init__(self, l2: float = 100.0, weighting: str = "binary"):
         self.l2, self.weighting = l2, weighting
 
     def fit(self, train: Interactions, valid=None) -> EASE:
+        check_memory(self, train)
         self._remember(train)
         x = weighted_csr(train, self.weighting).astype(np.float64); self.x_ = x
         if x.shape[0] < x.shape[1]:                               # Woodbury: invert users x users
@@ -93,13 +181,17 @@ class EASE(Recommender):
         return xu.toarray().astype(np.float32) - self.xp_[users] * self.inv_diag_   # X_u B = X_u − (X P)_u D⁻¹
 
 # %% ../../nbs/31_models.baselines.ipynb #d29256f0
+_CHUNK = 1 << 18   # observed pairs whose factor rows are gathered at once in `_cg_solve` (bounds its memory)
+
 def _cg_solve(c1: sp.csr_matrix, y: np.ndarray, x: np.ndarray, l2: float, steps: int) -> np.ndarray:
     "Rows of x solving (YᵀY + λI + Yᵀ(C_u − I)Y) x_u = Yᵀ C_u p_u by conjugate gradient, all rows at once."
     yty = y.T @ y + l2 * np.eye(y.shape[1])
-    rows = np.repeat(np.arange(c1.shape[0]), np.diff(c1.indptr)); cols = c1.indices
+    rows = np.repeat(np.arange(c1.shape[0], dtype=np.int32), np.diff(c1.indptr)); cols = c1.indices
+    d = np.empty(len(cols))
     def apply(v):                                                 # A_u v_u for every row u
-        d = c1.data * np.einsum("nf,nf->n", y[cols], v[rows])
-        return v @ yty + sp.csr_matrix((d, (rows, cols)), shape=c1.shape) @ y
+        for s in range(0, len(cols), _CHUNK):                     # c_ui · y_i·v_u per observed pair, a chunk at a time
+            d[s:s + _CHUNK] = c1.data[s:s + _CHUNK] * np.einsum("nf,nf->n", y[cols[s:s + _CHUNK]], v[rows[s:s + _CHUNK]])
+        return v @ yty + sp.csr_matrix((d, cols, c1.indptr), shape=c1.shape) @ y
     b = (sp.csr_matrix((c1.data + 1, c1.indices, c1.indptr), shape=c1.shape)) @ y
     r = b - apply(x); p = r.copy(); rs = np.einsum("uf,uf->u", r, r)
     for _ in range(steps):
@@ -111,12 +203,17 @@ def _cg_solve(c1: sp.csr_matrix, y: np.ndarray, x: np.ndarray, l2: float, steps:
 
 class ALS(Recommender):
     "Implicit-feedback matrix factorisation by alternating least squares (conjugate-gradient solver)."
-    name = "als"
+    name, alternative = "als", "use fewer factors"
     def __init__(self, factors: int = 64, l2: float = 0.1, alpha: float = 10.0, iterations: int = 15,
                  cg_steps: int = 3, weighting: str = "log", seed: int = 0):
         self.factors, self.l2, self.alpha, self.iterations = factors, l2, alpha, iterations
         self.cg_steps, self.weighting, self.seed = cg_steps, weighting, seed
+    def memory_need(self, n_users, n_items, nnz, pairs=None) -> int:
+        return int(_seen_bytes(n_users, n_items, nnz) + 2 * _csr_bytes(n_users, nnz) + 4 * _csr_bytes(max(n_users, n_items), nnz, 8)
+                   + 24 * nnz + 12 * 8 * self.factors * (n_users + n_items) + 3 * 8 * _CHUNK * self.factors)
+    def memory_what(self, n_users, n_items) -> str: return f"float64 sparse copies and {self.factors} factors of {n_users:,} users and {n_items:,} items"
     def fit(self, train: Interactions, valid=None) -> ALS:
+        check_memory(self, train)
         self._remember(train)
         c1 = weighted_csr(train, self.weighting).astype(np.float64); c1.data *= self.alpha  # C - I on observed pairs
         rng = np.random.default_rng(self.seed)
@@ -128,3 +225,4 @@ class ALS(Recommender):
         self.user_factors_, self.item_factors_ = u.astype(np.float32), v.astype(np.float32)
         return self
     def score(self, users): return self.user_factors_[users] @ self.item_factors_.T
+
