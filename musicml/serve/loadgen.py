@@ -23,8 +23,8 @@ import httpx
 import numpy as np
 
 # %% auto #0
-__all__ = ['LOOPBACK', 'check_loopback', 'cpu_seconds', 'host_cpu', 'host_shares', 'free_port', 'ServerProcess', 'LoadResult',
-           'open_loop', 'request_mix', 'sustainable', 'sustainable_rps', 'sweep', 'server_stats']
+__all__ = ['LOOPBACK', 'check_loopback', 'cpu_seconds', 'host_cpu', 'host_shares', 'free_port', 'ServerProcess', 'arrival_times',
+           'LoadResult', 'open_loop', 'request_mix', 'sustainable', 'sustainable_rps', 'sweep', 'server_stats']
 
 # %% ../../nbs/79_serve.loadgen.ipynb #dde99fc8
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -133,6 +133,15 @@ def _head(method: str, path: str, n: int) -> bytes:
     return f"{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\n{extra}\r\n".encode()
 
 # %% ../../nbs/79_serve.loadgen.ipynb #f2ed6b8e
+def arrival_times(rps: float, duration_s: float, arrivals: str = "even", seed: int = 0) -> np.ndarray:
+    "Due times (s from start) of `rps * duration_s` requests: evenly apart, a Poisson process, or `bursts:N` (N at once, every N / rps s)."
+    n = max(int(rps * duration_s), 1)
+    if arrivals == "even": return np.arange(n) / rps
+    if arrivals == "poisson": return np.cumsum(np.random.default_rng(seed).exponential(1 / rps, n))
+    if arrivals.startswith("bursts:") and arrivals[7:].isdigit() and int(arrivals[7:]) > 0:
+        size = int(arrivals[7:]); return (np.arange(n) // size) * (size / rps)
+    raise ValueError(f"arrivals must be 'even', 'poisson' or 'bursts:N' (N a positive integer), got {arrivals!r}")
+
 @dataclass
 class LoadResult:
     "Per-request outcomes of one load run."
@@ -144,12 +153,13 @@ class LoadResult:
     degraded: np.ndarray = field(repr=False)   # response said degraded
     wall_s: float = 0.0
     host: dict = field(default_factory=dict)   # `host_shares` over the run (empty without /proc)
+    arrivals: str = "even"                     # the schedule's shape (`arrival_times`)
 
     def summary(self) -> dict:
         "Percentiles (ms), achieved rps, error and degraded counts."
         ok = self.status == 200; lat = self.latency[ok] * 1e3
         pct = {f"p{q}_ms": float(np.percentile(lat, q)) if len(lat) else float("nan") for q in (50, 90, 95, 99)}
-        return {"offered_rps": self.rps, "duration_s": self.duration_s, "requests": int(len(self.status)),
+        return {"offered_rps": self.rps, "arrivals": self.arrivals, "duration_s": self.duration_s, "requests": int(len(self.status)),
                 "ok": int(ok.sum()), "errors": int((~ok).sum()), "degraded": int(self.degraded.sum()),
                 "achieved_rps": float(ok.sum() / self.wall_s) if self.wall_s else 0.0, **pct,
                 "max_ms": float(lat.max()) if len(lat) else float("nan"),
@@ -162,12 +172,13 @@ async def open_loop(url: str,                 # full endpoint URL (loopback only
                     max_inflight: int = 256,  # outstanding requests (connections) before due ones count as overload
                     timeout_s: float = 5.0,   # per-request timeout
                     on_tick=None,             # optional coroutine fn(elapsed_s) started about every 0.5 s (e.g. a reload)
+                    arrivals: str = "even",   # even | poisson | bursts:N (`arrival_times`)
+                    seed: int = 0,            # of the Poisson schedule
                    ) -> LoadResult:
     "Drive `url` open-loop at `rps` for `duration_s`; every request's outcome."
     check_loopback(url); u = urlparse(url)
     path = u.path + (f"?{u.query}" if u.query else "")
-    n = max(int(rps * duration_s), 1)
-    due = np.arange(n) / rps
+    due = arrival_times(rps, duration_s, arrivals, seed); n = len(due)
     lat, status, degraded = np.full(n, np.nan), np.zeros(n, np.int32), np.zeros(n, bool)
     idle, opened, pending, loop = [], [0], set(), asyncio.get_running_loop()
     async def one(i, t_due, reserved):
@@ -211,7 +222,7 @@ async def open_loop(url: str,                 # full endpoint URL (loopback only
         gc.unfreeze()
         if gc_on: gc.enable()
     for c, _ in idle: c.close()
-    return LoadResult(rps, duration_s, due, lat, status, degraded, wall, host)
+    return LoadResult(rps, duration_s, due, lat, status, degraded, wall, host, arrivals)
 
 # %% ../../nbs/79_serve.loadgen.ipynb #13e0fae2
 def request_mix(user_ids: np.ndarray,    # known user ids
@@ -240,11 +251,11 @@ def sustainable_rps(summaries: list[dict], p99_ms: float = 50.0, min_ratio: floa
     return max([s["offered_rps"] for s in summaries if sustainable(s, p99_ms, min_ratio)], default=0.0)
 
 async def sweep(url: str, body, levels, duration_s: float, max_inflight: int = 256, p99_ms: float = 50.0,
-                pause_s: float = 1.0) -> list[dict]:
+                pause_s: float = 1.0, arrivals: str = "even") -> list[dict]:
     "`open_loop` at each offered rate in `levels` (ascending); summaries, stopping after two failing levels."
     out, fails = [], 0
     for rps in levels:
-        s = (await open_loop(url, body, rps, duration_s, max_inflight)).summary(); out.append(s)
+        s = (await open_loop(url, body, rps, duration_s, max_inflight, arrivals=arrivals)).summary(); out.append(s)
         fails = 0 if sustainable(s, p99_ms) else fails + 1
         if fails >= 2: break
         await asyncio.sleep(pause_s)
