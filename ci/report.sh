@@ -29,6 +29,7 @@ declare -A QUICK=(
   [training_efficiency]="-p budget_minutes 0.25 -r scaling_sizes 100000 -r scaling_widths 32,64 -p scaling_steps 5"
   [data_memory]="-p synthetic_sizes '[1000,100000,1000000]' -p repeats 1"
   [scaling]="-y '{sizes: [100000], ray_sizes: [], workers: [2]}' -p train_epochs 1 -p lastfm_parity False"
+  [data_scaling]="-y '{sizes: [100000, 1000000], ray_sizes: [1000000]}' -p evaluate_size 100000 -p refuse_limit 64M"
   [inference]="-r batch_sizes 1,16 -p iterations 100 -p min_time_s 0.1 -p p99_bound_ms 0 -p max_eval 300"
   [serving_load]="-p rps 40 -p duration 5 -r sweep_rps 20,40,80 -p sweep_duration 2 -p warmup 1 -p shadow_rps 40 -p shadow_duration 2 -p shadow_repeats 2"
   [compression]="-p teacher_dim 32 -p teacher_epochs 1 -p distill_epochs 1 -p finetune_epochs 1 -p structured_sparsities 0.5 -p magnitude_sparsities 0.5 -p latency_queries 50"
@@ -60,6 +61,7 @@ run model_comparison
 run training_efficiency
 run data_memory
 run scaling -p lastfm_parity True
+run data_scaling
 # inference: trained SASRec and ranker artifacts, every cpu and edge variant; gpu ends with a message without a device
 if [ "$profile" = quick ]; then  # small artifacts of their own (never reused by a full run): ~1 minute for both
   art=reports/artifacts/quick

@@ -71,3 +71,20 @@ def test_live_ab_report_smoke(data_dir, tmp_path):
     assert cn["after_rollback_on_champion"] == cn["requests_after_rollback"] > 0
     assert isinstance(r["detected"], bool)          # 300 users are too few to detect it reliably: the full profile does
     assert (tmp_path / "live_ab.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_data_scaling_report_smoke(tmp_path):
+    "10^5 and 10^6 synthetic events as Parquet shards read through a card in fresh processes, evaluate pop,als at 10^5, EASE refused (about 40 s)."
+    pm.execute_notebook(str(ROOT / "benchmarks_nbs/data_scaling.ipynb"), str(tmp_path / "out.ipynb"),
+                        parameters=dict(sizes=[100_000, 1_000_000], evaluate_size=100_000, evaluate_models="pop,als",
+                                        refuse_limit="64M", output_dir=str(tmp_path)),
+                        kernel_name="musicml", progress_bar=False, cwd=str(ROOT))
+    r = json.loads((tmp_path / "data_scaling.json").read_text())
+    assert [x["size"] for x in r["reads"]] == [100_000, 1_000_000]
+    for x in r["reads"]:
+        assert 0 < x["events"] <= x["size"] and x["report"][0] == {"step": "read", "removed": 0} and x["peak_rss_mb"] > x["compact_mb"]
+    assert set(r["evaluate"]["leaderboard"]) == {"pop", "als"} and 0 < r["evaluate"]["leaderboard"]["als"]["ndcg@10"] < 1
+    f = r["refusal"]
+    assert f["rc"] != 0 and "ease: fitting needs about" in f["message"] and "use als or itemknn" in f["message"], f
+    assert r["passed"] and (tmp_path / "data_scaling.png").stat().st_size > 10_000
