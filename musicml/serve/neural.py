@@ -126,9 +126,11 @@ class TwoTowerRetriever(Exported, VectorRetriever):
     file_suffix = ".safetensors"                                   # network weights: no pickle, no code
     def __init__(self, tower,                  # trained `models.two_tower.Tower` (None: rebuilt from `weights` when needed)
                  item_vecs: np.ndarray, history_len: int = 50,
-                 weights: dict | None = None): # the tower's `tower/...` arrays, when `tower` is None
+                 weights: dict | None = None,  # the tower's `tower/...` arrays, when `tower` is None
+                 user_vecs: np.ndarray | None = None):  # [n_bundle_users, d] known users' vectors (`precompute_users`)
         import faiss
         self.history_len = history_len
+        self.user_vecs = None if user_vecs is None else np.asarray(user_vecs, np.float32)
         self.items = np.ascontiguousarray(item_vecs, np.float32)      # [n_items, d] unit vectors
         self.index = faiss.IndexFlatIP(self.items.shape[1]); self.index.add(self.items)
         if tower is None: self.weights = dict(weights)
@@ -148,20 +150,34 @@ class TwoTowerRetriever(Exported, VectorRetriever):
         "From a fitted `TwoTowerRecommender`."
         return cls(m.net_.user, m.item_embeddings(), m.history_len)
 
-    def vectors(self, hist: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
-        "Unit user vectors `[b, d]` from (user id, the history's most played artists)."
+    def tower_vectors(self, hist: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
+        "Unit user vectors `[b, d]` from (user id, the history's most played artists): the user tower."
         return self.run(np.maximum(users, 0).astype(np.int64), (users >= 0).astype(np.float32),
                         history_tokens(hist, self.history_len))
+    def vectors(self, hist: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
+        "`tower_vectors`, read from `user_vecs` for known users (whose history is their stored one: `make_query`)."
+        if self.user_vecs is None: return self.tower_vectors(hist, users)
+        known = users >= 0
+        if known.all(): return self.user_vecs[users]
+        q = np.empty((len(users), self.items.shape[1]), np.float32)
+        q[known] = self.user_vecs[users[known]]; q[~known] = self.tower_vectors(hist[~known], users[~known])
+        return q
+    def precompute_users(self, seen: sp.csr_matrix, batch: int = 512):
+        "Every bundle user's tower output over their stored history `seen` (bundle time), so known users skip the tower."
+        n = seen.shape[0]
+        self.user_vecs = np.concatenate([self.tower_vectors(seen[i:i + batch], np.arange(i, min(i + batch, n)))
+                                         for i in range(0, n, batch)]) if n else np.zeros((0, self.items.shape[1]), np.float32)
 
     def similar(self, item: int, n: int):
         "Artists whose vectors are closest (cosine) to `item`'s."
         s = self.items @ self.items[item]; s[item] = -np.inf
         return top_k(s[None], n)
     def state(self):
-        return {"item_vecs": self.items, **self.weights}, {"history_len": self.history_len}
+        return ({"item_vecs": self.items, **({"user_vecs": self.user_vecs} if self.user_vecs is not None else {}), **self.weights},
+                {"history_len": self.history_len})
     @classmethod
     def from_state(cls, arrays, config):
-        r = cls(None, arrays["item_vecs"], config["history_len"], {k: v for k, v in arrays.items() if k.startswith("tower/")})
+        r = cls(None, arrays["item_vecs"], config["history_len"], {k: v for k, v in arrays.items() if k.startswith("tower/")}, arrays.get("user_vecs"))
         r.onnx_file, r.reference_file = config.get("onnx"), config.get("reference"); return r
 
 # %% ../../nbs/72a_serve.neural.ipynb #2d2e3301
@@ -175,8 +191,11 @@ class SASRecRetriever(Exported, Retriever):
                  seq_offsets: np.ndarray,  # [n_bundle_users + 1] offsets of each bundle user's sequence in `seq_items`
                  seq_items: np.ndarray,    # SASRec item indices, each user's in time order (artists outside the bundle kept)
                  n_bundle_items: int,
-                 weights: dict | None = None, net_config: dict | None = None):  # `net/...` arrays, `SASRecConfig` fields
+                 weights: dict | None = None, net_config: dict | None = None,  # `net/...` arrays, `SASRecConfig` fields
+                 user_states: np.ndarray | None = None, item_vecs: np.ndarray | None = None):  # `precompute_users`
         self.to_bundle, self.n_bundle_items = np.asarray(to_bundle, np.int64), int(n_bundle_items)
+        self.user_states = None if user_states is None else np.asarray(user_states, np.float32)   # [n_users, d]: 0 rows = no sequence
+        self.item_vecs = None if item_vecs is None else np.ascontiguousarray(item_vecs, np.float32)  # [n_sasrec_items, d]
         self.seq_offsets, self.seq_items = np.asarray(seq_offsets, np.int64), np.asarray(seq_items, np.int64)
         ok = self.to_bundle >= 0
         self.from_bundle = np.full(self.n_bundle_items, -1, np.int64)      # bundle item -> SASRec item (-1: unknown)
@@ -210,8 +229,8 @@ class SASRecRetriever(Exported, Retriever):
             if len(s): out[i, L - len(s):] = s + 1
         return out
 
-    def scores(self, hist, users, memo=None) -> np.ndarray:
-        "Scores of every SASRec item `[b, n_sasrec_items]` (-inf for a row without any artist SASRec knows)."
+    def network_scores(self, hist, users, memo=None) -> np.ndarray:
+        "Scores of every SASRec item `[b, n_sasrec_items]` from the network (-inf for a row without any artist SASRec knows)."
         tok = self.tokens(hist, users, memo)                                    # [b, L]
         s = self.run(tok)                                                       # [b, n_sasrec_items]
         s[tok[:, -1] == 0] = -np.inf
@@ -235,13 +254,41 @@ class SASRecRetriever(Exported, Retriever):
         return out.astype(np.float32)
 
     def state(self):
-        return ({"to_bundle": self.to_bundle, "seq_offsets": self.seq_offsets, "seq_items": self.seq_items, **self.weights},
+        pre = {"user_states": self.user_states, "item_vecs": self.item_vecs} if self.user_states is not None else {}
+        return ({"to_bundle": self.to_bundle, "seq_offsets": self.seq_offsets, "seq_items": self.seq_items, **pre, **self.weights},
                 {"net": self.net_config, "n_bundle_items": self.n_bundle_items})
     @classmethod
     def from_state(cls, arrays, config):
         r = cls(None, arrays["to_bundle"], arrays["seq_offsets"], arrays["seq_items"], config["n_bundle_items"],
-                {k: v for k, v in arrays.items() if k.startswith("net/")}, config["net"])
+                {k: v for k, v in arrays.items() if k.startswith("net/")}, config["net"], arrays.get("user_states"), arrays.get("item_vecs"))
         r.onnx_file, r.reference_file = config.get("onnx"), config.get("reference"); return r
+
+# %% ../../nbs/72a_serve.neural.ipynb #d52848d0
+def _sasrec_scores(self: SASRecRetriever, hist, users, memo=None) -> np.ndarray:
+    "`network_scores`; for known users (their stored sequence) one product of the stored final state with the item vectors."
+    known = users >= 0
+    if self.user_states is None or not known.any(): return self.network_scores(hist, users, memo)
+    s = np.empty((len(users), len(self.item_vecs)), np.float32)
+    st = self.user_states[users[known]]
+    s[known] = st @ self.item_vecs.T
+    s[np.flatnonzero(known)[~st.any(1)]] = -np.inf                          # no sequence: nothing to go on
+    if not known.all():
+        rest = np.flatnonzero(~known)
+        s[rest] = self.network_scores(hist[rest] if hist is not None else None, users[rest], None if memo is None else [memo[i] for i in rest])
+    return s
+
+def _sasrec_precompute(self: SASRecRetriever, seen=None, batch: int = 256):
+    "Each bundle user's final state over their stored sequence and the item vectors (bundle time, torch): known users skip the transformer."
+    import torch
+    net, n = self.module().net, len(self.seq_offsets) - 1
+    tok = self.tokens(None, np.arange(n))
+    with torch.inference_mode():
+        st = [net.last_state(torch.from_numpy(tok[i:i + batch])).numpy() for i in range(0, n, batch)]
+        self.item_vecs = np.ascontiguousarray(net.item_vectors().numpy(), np.float32)
+    self.user_states = np.concatenate(st).astype(np.float32) if st else np.zeros((0, self.item_vecs.shape[1]), np.float32)
+    self.user_states[tok[:, -1] == 0] = 0
+
+SASRecRetriever.scores, SASRecRetriever.precompute_users = _sasrec_scores, _sasrec_precompute
 
 # %% ../../nbs/72a_serve.neural.ipynb #3b953501
 @register_stage

@@ -94,6 +94,8 @@ def write_bundle(train: Interactions,        # training interactions (weights = 
     if item_names is not None: cat["names"] = np.asarray(item_names, str)
     if tags is not None: cat["tag_vecs"] = tag_vectors(tags)
     save_arrays(tmp / "catalog.npz", **cat)
+    for st, *_ in stages.values():                              # per-user inputs that depend only on the bundle (the towers'
+        if hasattr(st, "precompute_users"): st.precompute_users(seen)   # outputs for known users): computed once, stored
     written = {name: {**_write_stage(tmp, name, st, role, export), **(extra[0] if extra else {})}
                for name, (st, role, *extra) in stages.items()}
     ranker = ranker or BlendRanker(weights or {r: 1.0 for r, role in roles.items() if role == "retriever"})
