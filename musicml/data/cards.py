@@ -563,26 +563,42 @@ class _Grow:
 def _step(report, step, rule, removed, **kw):
     report.append({"step": step, "rule": rule, "removed": int(removed), **kw})
 
-def _dedupe(x: Interactions, policy: str, report) -> Interactions:
-    key = x.users.astype(np.int64) * max(x.n_items, 1) + x.items
-    uniq, inv = np.unique(key, return_inverse=True)
-    n_dup = len(key) - len(uniq)
-    rules = {"sum": "one event per (user, item): weights summed, latest time kept", "first": "the first event of each (user, item) in time order kept",
-             "last": "the last event of each (user, item) in time order kept", "keep": "repeated (user, item) events kept (sequences)"}
-    _step(report, "duplicates", rules[policy], 0 if policy == "keep" else n_dup, duplicate_events=int(n_dup), policy=policy)
-    if n_dup == 0 or policy == "keep": return x
-    del key
-    if policy == "first": return x.first_occurrences()
-    if policy == "last":
-        o = x.time_order()[::-1]
-        _, last = np.unique(x.users[o].astype(np.int64) * max(x.n_items, 1) + x.items[o], return_index=True)
-        return x.take(np.sort(o[last]))
-    w = np.bincount(inv, weights=x.weights.astype(np.float64)).astype(np.float32)
-    t = None
-    if x.times is not None:
-        t = np.full(len(uniq), np.iinfo(np.int64).min, np.int64); np.maximum.at(t, inv, x.times)
+def _sum_duplicates(x: Interactions, key: np.ndarray, chunk: int = 1 << 22) -> Interactions:
+    "One event per key (sorted): weights summed in event order (as `np.bincount` would), latest time; no n-sized temporaries beyond one sort order."
+    order = np.argsort(key, kind="stable")                      # equal keys keep the events' order
+    first = np.empty(len(key), bool); first[:1] = True
+    for s in range(1, len(key), chunk):                         # does sorted position s start a new key?
+        k = key[order[s - 1:s + chunk]]; first[s:s + len(k) - 1] = k[1:] != k[:-1]
+    starts = np.flatnonzero(first); del first
+    uniq = key[order[starts]]
+    w = np.empty(len(starts), np.float32); t = None if x.times is None else np.empty(len(starts), np.int64)
+    bounds = np.r_[starts[::max(1, len(starts) * chunk // max(len(key), 1))], len(key)]   # chunk edges on key starts
+    g = 0
+    for s, e in zip(bounds[:-1], bounds[1:]):
+        idx = order[s:e]
+        ls = starts[g:np.searchsorted(starts, e)] - s           # key starts inside this chunk
+        grp = np.repeat(np.arange(len(ls)), np.diff(np.r_[ls, e - s]))
+        w[g:g + len(ls)] = np.bincount(grp, weights=x.weights[idx].astype(np.float64), minlength=len(ls))
+        if t is not None: t[g:g + len(ls)] = np.maximum.reduceat(x.times[idx], ls)
+        g += len(ls)
     n_items = max(x.n_items, 1)
     return Interactions((uniq // n_items).astype(np.int32), (uniq % n_items).astype(np.int32), w, t, x.user_ids, x.item_ids)
+
+def _dedupe(x: Interactions, policy: str, report) -> Interactions:
+    key = x.users.astype(np.int64) * max(x.n_items, 1) + x.items
+    n_dup = len(key) - len(np.unique(key)) if policy != "sum" else None
+    rules = {"sum": "one event per (user, item): weights summed, latest time kept", "first": "the first event of each (user, item) in time order kept",
+             "last": "the last event of each (user, item) in time order kept", "keep": "repeated (user, item) events kept (sequences)"}
+    if policy == "sum":
+        y = _sum_duplicates(x, key); n_dup = len(x) - len(y)
+    _step(report, "duplicates", rules[policy], 0 if policy == "keep" else n_dup, duplicate_events=int(n_dup), policy=policy)
+    if n_dup == 0 or policy == "keep": return x
+    if policy == "sum": return y
+    del key
+    if policy == "first": return x.first_occurrences()
+    o = x.time_order()[::-1]
+    _, last = np.unique(x.users[o].astype(np.int64) * max(x.n_items, 1) + x.items[o], return_index=True)
+    return x.take(np.sort(o[last]))
 
 def _kcore(x: Interactions, min_u: int, min_i: int, report) -> Interactions:
     n0, u0, i0, rounds = len(x), x.n_users, x.n_items, 0
