@@ -97,8 +97,14 @@ def save_arrays(path: Path,  # destination `.npz` (or `.safetensors`: dense nume
             out[k] = v
     np.savez(path, **out)
 
-def load_arrays(path: Path) -> dict:
+def load_arrays(path: Path,          # an `.npz` written by `save_arrays`, or a `.safetensors` file
+                mmap: bool = False) -> dict:  # map the arrays read-only from the file (shared between processes) instead of reading them
     "Read an `.npz` written by `save_arrays` without unpickling (CSR parts are reassembled), or a `.safetensors` file."
+    if mmap:
+        try: raw = _mapped(Path(path))
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as e:
+            raise ArtifactError(f"{path}: cannot map arrays ({type(e).__name__}: {e})") from None
+        if raw is not None: return raw if Path(path).suffix == ".safetensors" else _assemble(raw)   # safetensors: names with dots
     if Path(path).suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.numpy import load_file
@@ -108,9 +114,38 @@ def load_arrays(path: Path) -> dict:
         with np.load(path, allow_pickle=False) as z: raw = {k: z[k] for k in z.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise ArtifactError(f"{path}: cannot read arrays ({type(e).__name__}: {e})") from None
+    return _assemble(raw)
+
+def _assemble(raw: dict) -> dict:
     out = {k: v for k, v in raw.items() if "." not in k}
     for k in {k.split(".")[0] for k in raw if "." in k}:
         out[k] = sp.csr_matrix((raw[f"{k}.data"], raw[f"{k}.indices"], raw[f"{k}.indptr"]), shape=tuple(raw[f"{k}.shape"]))
+    return out
+
+# %% ../nbs/01_artifacts.ipynb #ade0a78e
+_ST = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1", "U8": "u1", "BOOL": "?"}
+
+def _memmap(path: Path, dtype, shape, offset: int, order: str = "C") -> np.ndarray:
+    if int(np.prod(shape)) == 0: return np.zeros(shape, dtype)
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=tuple(shape), order=order)
+
+def _mapped(path: Path) -> dict | None:
+    "Each array of an uncompressed `.npz` or a `.safetensors` file as a read-only memory map (None: compressed, read it instead)."
+    if path.suffix == ".safetensors":
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little"); head = json.loads(f.read(n))
+        return {k: _memmap(path, _ST[v["dtype"]], v["shape"], 8 + n + v["data_offsets"][0]) for k, v in head.items() if k != "__metadata__"}
+    out = {}
+    with zipfile.ZipFile(path) as z, open(path, "rb") as f:
+        for info in z.infolist():
+            if info.compress_type != zipfile.ZIP_STORED: return None
+            f.seek(info.header_offset); h = f.read(30)                 # the local header: its name and extra lengths
+            f.seek(info.header_offset + 30 + int.from_bytes(h[26:28], "little") + int.from_bytes(h[28:30], "little"))
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read(f, max_header_size=100_000)
+            if dtype.hasobject: raise ValueError(f"array {info.filename!r} holds Python objects")
+            out[info.filename.removesuffix(".npy")] = _memmap(path, dtype, shape, f.tell(), "F" if fortran else "C")
     return out
 
 # %% ../nbs/01_artifacts.ipynb #ec782880

@@ -158,12 +158,13 @@ def load_bundle(d: Path,
                ) -> Bundle:
     "Verify `d` against its manifest, then load its arrays (no pickle) into a `Bundle` that passed the sense check."
     m = verify_artifact(d); d = Path(d)
-    cat = load_arrays(d / "catalog.npz")
+    # arrays are mapped read-only from the verified files: the processes of one service share one copy in the page cache
+    cat = load_arrays(d / "catalog.npz", mmap=True)
     check_catalog(d, m, cat)
     stages, features, ranker = {}, {}, None
     for name, s in m["stages"].items():
         if s["kind"] not in STAGES: raise ArtifactError(f"{d}: stage {name!r} has unknown kind {s['kind']!r}")
-        arrays = load_arrays(d / s["file"]) if s.get("file") else {}
+        arrays = load_arrays(d / s["file"], mmap=True) if s.get("file") else {}
         if s.get("file"): check_arrays(d / s["file"], name, arrays, s.get("shapes"))
         try: obj = STAGES[s["kind"]].from_state(arrays, s["config"])
         except (KeyError, TypeError, ValueError) as e: raise ArtifactError(f"{d}: stage {name!r} cannot load: {e!r}") from None
