@@ -168,8 +168,10 @@ def test_every_route_is_labelled_and_latency_has_a_status_class(server):
 def test_no_5xx_was_answered_and_every_log_line_is_json(server):
     fams = {f.name: f for f in text_string_to_metric_families(httpx.get(server.url + "/metrics").text)}
     statuses = {s.labels["status"] for s in fams["musicml_requests"].samples if s.name.endswith("_total") and s.value > 0}
+    # /readyz answers 503 by design until the bundle is loaded and warmed (ServerProcess polls it at start on a busy machine)
     fives = {s.labels["route"] + " " + s.labels["status"]: s.value for s in fams["musicml_requests"].samples
-             if s.name.endswith("_total") and s.value > 0 and s.labels["status"].startswith("5")}
+             if s.name.endswith("_total") and s.value > 0 and s.labels["status"].startswith("5")
+             and (s.labels["route"], s.labels["status"]) != ("/readyz", "503")}
     assert statuses and not fives, (fives, server.log.read_text()[-3000:])
     lines = [ln for ln in server.log.read_text(errors="replace").splitlines() if ln.strip()]
     assert lines, "the server logged nothing"
