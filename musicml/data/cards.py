@@ -383,6 +383,7 @@ def read_parquet(path, want: list[str]) -> tuple[dict[str, np.ndarray], np.ndarr
 
 def parquet_rows(files) -> int:
     "Rows of Parquet files from their footers (nothing else read)."
+    require_extra("experiment", "pyarrow", what="reading Parquet files named by a dataset card")
     import pyarrow.parquet as pq
     return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
 
