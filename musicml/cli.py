@@ -83,20 +83,28 @@ def evaluate_cmd(args) -> int:
     "Tune on validation, evaluate on test, print the leaderboard and write JSON."
     if getattr(args, "track", False):                      # before the evaluation, not after it
         require_extra("experiment", "mlflow", "pandas", what="musicml evaluate --track")
-    from musicml.recipes.leaderboard import format_leaderboard, run_leaderboard
+    models = _csv(args.models)
+    if any(m in ("all", "two_tower", "sasrec", "ranker") for m in models):
+        require_extra("train", "torch", "lightning", what="musicml evaluate with the learned models")
+    if args.tune_minutes is not None:
+        if args.tune_minutes < 0: raise ValueError(f"--tune-minutes must be >= 0, got {args.tune_minutes}")
+        require_extra("train", "optuna", "optuna_integration", what="musicml evaluate --tune-minutes")
+    from musicml.recipes.leaderboard import format_leaderboard, log_tuning, run_leaderboard
     try:
         ks = [int(k) for k in _csv(args.ks)] if args.ks is not None else None
     except ValueError:
         raise ValueError(f"--ks expects comma-separated integers like 10,20, got {args.ks!r}") from None
-    res = run_leaderboard(args.dataset, _csv(args.models), ks=ks, seed=args.seed, data_dir=args.data_dir,
-                          grid=args.grid, output=args.output)
+    res = run_leaderboard(args.dataset, models, ks=ks, seed=args.seed, data_dir=args.data_dir,
+                          grid=args.grid, output=args.output, tune_minutes=args.tune_minutes,
+                          max_epochs=args.max_epochs)
     for r in res.get("data_report", []):                   # transforms are never silent
         if r["step"] != "read": print(f"{res['dataset']}: {r['step']}: {r['rule']} — removed {r['removed']:,}", file=sys.stderr)
     print(format_leaderboard(res))
     if args.output: print(f"wrote {args.output}")
     if getattr(args, "track", False):
         from musicml.experiment.tracking import log_leaderboard
-        print(f"tracked as MLflow run {log_leaderboard(res, args.output)}")
+        run_id = log_leaderboard(res, args.output)
+        print(f"tracked as MLflow run {run_id}" + (f" (+ {len(log_tuning(res, run_id))} tuning runs)" if args.tune_minutes is not None else ""))
     return 0
 
 # %% ../nbs/90_cli.ipynb #3b76df0f
@@ -128,12 +136,16 @@ def build_parser() -> argparse.ArgumentParser:
     dv.add_argument("card", help="a card file or a built-in name")
     dv.add_argument("--data-dir", help="data root of built-in cards (default: $MUSICML_DATA or the download cache)")
     dv.set_defaults(func=data_validate_cmd)
-    ev = sub.add_parser("evaluate", help="tune baselines on validation and evaluate them on test")
+    ev = sub.add_parser("evaluate", help="tune models on validation and evaluate them on test, one leaderboard")
     ev.add_argument("--dataset", default="lastfm-2k", help="a built-in name (lastfm-2k, synthetic:N, ...) or a dataset card file")
-    ev.add_argument("--models", default="pop,itemknn,ease,als", help="comma-separated: pop,itemknn,ease,als")
+    ev.add_argument("--models", default="pop,itemknn,ease,als",
+                    help="comma-separated: pop,itemknn,ease,als,two_tower,sasrec,ranker, or all (SASRec only with timestamps)")
     ev.add_argument("--ks", default=None, help="comma-separated cut-offs (default: the card's, 10,20)")
     ev.add_argument("--seed", type=int, default=None, help="split seed (default: the card's, 0)")
-    ev.add_argument("--grid", choices=("full", "default"), default="full", help="hyperparameter search or defaults")
+    ev.add_argument("--grid", choices=("full", "default"), default="full", help="baselines: grid search or defaults")
+    ev.add_argument("--tune-minutes", type=float, default=None, metavar="M",
+                    help="Optuna TPE search of every model on validation within M minutes in all (instead of --grid; networks pruned)")
+    ev.add_argument("--max-epochs", type=int, default=None, metavar="N", help="cap on the networks' epochs (default: their recipes')")
     ev.add_argument("--output", help="write the leaderboard JSON here")
     ev.add_argument("--data-dir", help="data root (default: $MUSICML_DATA or the download cache)")
     ev.add_argument("--track", action="store_true", help="log the run to MLflow (needs the [experiment] extra)")

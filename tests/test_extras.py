@@ -57,6 +57,7 @@ LAZY_EXTRAS = {
     "musicml.serve.cli": {"train", "onnx"},                   # build-artifacts --ranker
     "musicml.recipes.bundles": {"train", "onnx"},             # trained bundles
     "musicml.recipes.train": {"train"},
+    "musicml.recipes.leaderboard": {"train", "experiment"},  # evaluate --models two_tower,... / --tune-minutes (optuna), --track
     "musicml.dist.cli": {"dist", "train"},
 }
 # Declared but imported by a dependency rather than by musicml itself.

@@ -20,16 +20,104 @@ from ..data.cards import load_card
 from ..data.interactions import Interactions, artist_tag_matrix
 from ..data.tasks import load_task
 from ..eval.evaluator import evaluate
-from .registry import BASELINES, SEARCH_GRIDS
+from .registry import BASELINES, NETWORKS, SEARCH_GRIDS, TUNE_SPACES, recipe_config
+# optuna, optuna-integration, torch and lightning are imported inside the functions that use them
 
 # %% auto #0
-__all__ = ['grid_configs', 'load_split', 'run_leaderboard', 'format_leaderboard']
+__all__ = ['grid_configs', 'expand_models', 'fit_network', 'network_valid', 'best_epoch', 'suggest', 'space_defaults', 'tune',
+           'pruning_callback', 'load_split', 'run_leaderboard', 'format_leaderboard', 'log_tuning']
 
 # %% ../../nbs/88b_recipes.leaderboard.ipynb #3d3e3ed4
 def grid_configs(grid: dict) -> list[dict]:
     "All combinations of a {param: [values]} grid (one empty config for an empty grid)."
     keys = list(grid)
     return [dict(zip(keys, vals)) for vals in itertools.product(*(grid[k] for k in keys))]
+
+# %% ../../nbs/88b_recipes.leaderboard.ipynb #88298dc8
+def expand_models(models, has_times: bool) -> tuple[list[str], dict[str, str]]:
+    "Model names with `all` expanded to every baseline and network (the ranker after the two-tower it re-ranks), and those skipped with the reason."
+    names = list(dict.fromkeys(n for m in models for n in ([*BASELINES, *NETWORKS] if m == "all" else [m])))
+    unknown = [m for m in names if m not in BASELINES and m not in NETWORKS]
+    if unknown: raise ValueError(f"unknown models {unknown}; available: {', '.join([*BASELINES, *NETWORKS])} or all")
+    skipped = {}
+    if "sasrec" in names and not has_times:
+        skipped["sasrec"] = ("the interactions have no timestamps: SASRec reads each user's plays in time order "
+                             "(set interactions.timestamp in the card)")
+    return sorted((m for m in names if m not in skipped), key=lambda m: m == "ranker"), skipped
+
+# %% ../../nbs/88b_recipes.leaderboard.ipynb #b224c669
+def fit_network(name: str, d, split, train, valid, params: dict | None = None, retriever=None, callbacks=None, **overrides):
+    "`name`'s optimized recipe with `params` (`train.` keys go to its `TrainConfig`), fitted on `train` and validated on `valid`, with a progress bar."
+    from musicml.recipes.train import build_model
+    p = params or {}
+    kw = {k: v for k, v in p.items() if not k.startswith("train.")}
+    tr = {k[6:]: v for k, v in p.items() if k.startswith("train.")}
+    m = build_model(name, "optimized", d, split, retriever=retriever, model_kw=kw, **{"progress": True, **tr, **overrides})
+    return m.fit(train, valid, callbacks=callbacks)
+
+def network_valid(m, name: str, split, ks, select_by: str) -> tuple[float, str]:
+    "A fitted network's validation `select_by` (train items masked) and where it was measured."
+    if name == "ranker":   # validation plays are its training labels: only the share it held out counts
+        return float(m.report_.best_ndcg), "ndcg@10 of the validation users the ranker held out (val_share; the rest are its labels)"
+    h = getattr(m, "history_", None)
+    if name == "sasrec": m.history_ = split.train.sequences()   # score from the training histories, as its validation does
+    try: return float(evaluate(m, split.valid, exclude=split.train, ks=ks, n_boot=0).metrics[select_by]), "valid"
+    finally:
+        if name == "sasrec": m.history_ = h
+
+def best_epoch(report) -> int:
+    "The epoch whose weights a run kept: its best validation's (the last such), else its last."
+    h = [r for r in report.history if r.get("member", 0) == 0 and np.isfinite(r["ndcg@10"])]
+    return int(max(reversed(h), key=lambda r: r["ndcg@10"])["epoch"]) if h else int(report.epochs)
+
+# %% ../../nbs/88b_recipes.leaderboard.ipynb #7df621ab
+def suggest(trial, space: dict) -> dict:
+    "One configuration drawn by an Optuna trial from a `TUNE_SPACES` entry."
+    out = {}
+    for k, (kind, *a) in space.items():
+        if kind == "cat": out[k] = trial.suggest_categorical(k, a[0])
+        elif kind == "int": out[k] = trial.suggest_int(k, a[0], a[1], log=bool(a[2:] and a[2]))
+        else: out[k] = trial.suggest_float(k, a[0], a[1], log=bool(a[2:] and a[2]))
+    return out
+
+def space_defaults(name: str, space: dict) -> dict:
+    "What `name` runs untuned, in `space`'s keys (class defaults; for a network its optimized recipe): a study's first trial."
+    import inspect
+    if name in BASELINES:
+        sig = inspect.signature(BASELINES[name]).parameters
+        return {k: sig[k].default for k in space}
+    from musicml.train.ranker import RankerRecommender
+    from musicml.train.sasrec import SASRecRecommender
+    from musicml.train.two_tower import TwoTowerRecommender
+    cls = {"two_tower": TwoTowerRecommender, "sasrec": SASRecRecommender, "ranker": RankerRecommender}[name]
+    kw, cfg = recipe_config(name, "optimized")
+    sig = inspect.signature(cls).parameters
+    return {k: getattr(cfg, k[6:]) if k.startswith("train.") else kw.get(k, sig[k].default) for k in space}
+
+def tune(objective, space: dict, defaults: dict, budget_s: float, seed: int, prune: bool = False, desc: str = ""):
+    "A seeded TPE study maximising `objective(trial)` for `budget_s` seconds, the untuned `defaults` first (one trial for an empty space); the study and its trials as JSON rows."
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2) if prune else optuna.pruners.NopPruner()
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner,
+                                study_name=desc or None)
+    if space: study.enqueue_trial(defaults)
+    study.optimize(objective, n_trials=None if space else 1, timeout=max(float(budget_s), 1e-3), show_progress_bar=bool(desc))
+    rows = [{"number": t.number, "params": t.params, "value": t.value, "state": t.state.name,
+             "duration_s": t.duration.total_seconds() if t.duration else None, **t.user_attrs} for t in study.trials]
+    return study, rows
+
+# %% ../../nbs/88b_recipes.leaderboard.ipynb #e732d2f4
+def pruning_callback(trial, monitor: str = "val_ndcg@10"):
+    "optuna-integration's `PyTorchLightningPruningCallback` for `trial`, driven from the end of each training epoch."
+    from optuna_integration import PyTorchLightningPruningCallback
+
+    class EpochEndPruning(PyTorchLightningPruningCallback):
+        # our loop validates at the end of a training epoch (`train.callbacks.ValNDCG` logs `val_ndcg@10`), never in a
+        # Lightning validation loop, whose end is where the stock callback reports and prunes
+        def on_train_epoch_end(self, trainer, pl_module):
+            if monitor in trainer.callback_metrics: self.on_validation_end(trainer, pl_module)
+    return EpochEndPruning(trial, monitor)
 
 # %% ../../nbs/88b_recipes.leaderboard.ipynb #bff4b0d3
 def load_split(dataset: str = "lastfm-2k", seed: int | None = None, data_dir=None, with_data: bool = False):
@@ -38,55 +126,130 @@ def load_split(dataset: str = "lastfm-2k", seed: int | None = None, data_dir=Non
     feats = artist_tag_matrix(d, split.train.item_ids) if str(dataset) == "lastfm-2k" else d.item_feature_matrix(split.train.item_ids)
     return (split, feats, d) if with_data else (split, feats)
 
-# %% ../../nbs/88b_recipes.leaderboard.ipynb #1a04d678
+# %% ../../nbs/88b_recipes.leaderboard.ipynb #c72f8ab7
 def _jsonable(v):
     if isinstance(v, dict): return {k: _jsonable(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)): return [_jsonable(x) for x in v]
     if isinstance(v, np.generic): return v.item()
+    if hasattr(v, "to_dict"): return _jsonable(v.to_dict())      # a network's TrainConfig
     return v
 
+def _baseline_entry(name: str, ctx: dict, grid: str, tune_s: float | None):
+    "Search `name` on validation (its grid, or Optuna for `tune_s` seconds), refit when the protocol says so; (entry, model for test, model fitted on train)."
+    cls, split, sb = BASELINES[name], ctx["split"], ctx["select_by"]
+    search, best = [], None
+    def fit_score(cfg):
+        nonlocal best
+        with Timer() as tf: model = cls(**cfg).fit(split.train)
+        score = evaluate(model, split.valid, exclude=split.train, ks=ctx["ks"], n_boot=0).metrics[sb]
+        search.append({"params": model.params(), sb: score, "fit_s": tf.elapsed})
+        if best is None or score > best[0]: best = (score, model, tf.elapsed)
+        return score
+    tuning = None
+    if tune_s is None:
+        for cfg in tqdm(grid_configs(SEARCH_GRIDS[name]) if grid == "full" else [{}], desc=f"{name}: validation search", leave=False):
+            fit_score(cfg)
+    else:
+        space = TUNE_SPACES[name]
+        study, trials = tune(lambda t: fit_score(suggest(t, space)), space, space_defaults(name, space), tune_s, ctx["seed"],
+                             desc=f"{name}: Optuna TPE on validation")
+        tuning = {"budget_s": tune_s, "trials": trials, "best_trial": study.best_trial.number, "chosen": best[1].params()}
+    trained = best[1]
+    if ctx["full"] is not None:
+        with Timer() as tr: best = (best[0], cls(**best[1].params()).fit(ctx["full"]), tr.elapsed)
+    entry = {"params": best[1].params(), "valid": {sb: best[0]},
+             "timings": {"fit_s": best[2], "search_s": sum(s["fit_s"] for s in search)}, "search": search}
+    if tuning: entry["tuning"] = tuning
+    return entry, best[1], trained
+
+# %% ../../nbs/88b_recipes.leaderboard.ipynb #8479be1f
+def _network_entry(name: str, ctx: dict, tune_s: float | None, retriever=None):
+    "Train `name` (its optimized recipe, or an Optuna study with pruning for `tune_s` seconds) on train, select on validation; refit for test when the protocol says so."
+    split, sb, d, best = ctx["split"], ctx["select_by"], ctx["d"], None
+    def run(params, callbacks=None, **over):
+        nonlocal best
+        cap = {"max_epochs": ctx["max_epochs"]} if ctx.get("max_epochs") else {}
+        with Timer() as tf: m = fit_network(name, d, split, split.train, split.valid, params, retriever, callbacks, **cap, **over)
+        v, where = network_valid(m, name, split, ctx["ks"], sb)
+        if best is None or v > best[0]: best = (v, m, tf.elapsed, params, where)
+        return v, m, tf.elapsed
+    tuning = None
+    if tune_s is None: run({})
+    else:
+        space, deadline = TUNE_SPACES[name], time.perf_counter() + tune_s
+        def objective(trial):
+            v, m, fit_s = run(suggest(trial, space), [pruning_callback(trial)], budget_s=max(deadline - time.perf_counter(), 5.0))
+            for k, x in (("epochs", int(m.report_.epochs)), ("best_epoch", best_epoch(m.report_)), ("fit_s", fit_s)): trial.set_user_attr(k, x)
+            return v
+        study, trials = tune(objective, space, space_defaults(name, space), tune_s, ctx["seed"], prune=True)
+        tuning = {"budget_s": tune_s, "trials": trials, "best_trial": study.best_trial.number, "chosen": best[3]}
+    v, m, fit_s, params, where = best
+    rep = m.report_
+    training = {"recipe": "optimized", "epochs": int(rep.epochs), "best_epoch": best_epoch(rep), "best_val_ndcg10": rep.best_ndcg,
+                "throughput": rep.throughput}
+    test_model = m
+    if ctx["full"] is not None and name == "ranker":
+        training["refit"] = "none: validation plays are the ranker's labels; its retriever and features stay fitted on train"
+    elif ctx["full"] is not None:   # the chosen configuration for the chosen number of epochs on train + valid, no validation
+        with Timer() as tr:
+            test_model = fit_network(name, d, split, ctx["full"], None, params, max_epochs=training["best_epoch"], patience=0)
+        training.update(refit_epochs=training["best_epoch"], refit_s=tr.elapsed)
+    entry = {"params": {k: x for k, x in m.params().items()}, "valid": {sb: v}, "valid_source": where,
+             "timings": {"fit_s": fit_s, "search_s": sum(r["duration_s"] or 0 for r in tuning["trials"]) if tuning else fit_s},
+             "training": training}
+    if tuning: entry["tuning"] = tuning
+    return entry, test_model, m
+
+# %% ../../nbs/88b_recipes.leaderboard.ipynb #93de56c0
 def run_leaderboard(dataset: str = "lastfm-2k",            # a built-in dataset name or a dataset card file
-                    models=("pop", "itemknn", "ease", "als"),  # names in `recipes.registry.BASELINES`
+                    models=("pop", "itemknn", "ease", "als"),  # names in `BASELINES` / `NETWORKS`, or "all"
                     ks=None,                                # cut-offs (default: the card's, 10 and 20)
                     seed: int | None = None,                # split seed (default: the card's, 0)
                     data_dir=None,
-                    grid: str = "full",                     # 'full' search or 'default' params only
+                    grid: str = "full",                     # 'full' search or 'default' params only (without `tune_minutes`)
                     select_by: str = "ndcg@10",
                     output: str | Path | None = None,       # write the JSON here
+                    tune_minutes: float | None = None,      # Optuna TPE on validation, this wall-clock budget over all models
+                    max_epochs: int | None = None,          # cap on every network's epochs (default: its recipe's)
                    ) -> dict:
     "Tune on validation, evaluate on test, return (and optionally write) the leaderboard."
-    unknown = [m for m in models if m not in BASELINES]
-    if unknown: raise ValueError(f"unknown models {unknown}; available: {', '.join(BASELINES)}")
     if grid not in ("full", "default"): raise ValueError(f"grid must be 'full' or 'default', got {grid!r}")
+    expand_models(models, True)                               # unknown names stop here, before any data is read
     log, t0 = get_logger("musicml.eval"), time.perf_counter()
     split, tags, d = load_split(dataset, seed, data_dir, with_data=True)
+    names, skipped = expand_models(models, split.train.times is not None)
+    for n, why in skipped.items(): log.warning("%s skipped: %s", n, why)
     card = load_card("lastfm-2k" if str(dataset) == "lastfm-2k" else d.card)
     seed = card.protocol["seed"] if seed is None else seed
     seed_everything(seed)
     ks = tuple(sorted(set(ks or card.protocol["cutoffs"]) | {int(select_by.split("@")[1])}))
     refit = split.params.get("refit") == "train+valid"        # a pre-split train/test pair: tuned on a carve-out, refit on all of train
     full = Interactions.concat(split.train, split.valid) if refit else None
+    ctx = dict(d=d, split=split, full=full, ks=ks, select_by=select_by, seed=seed, max_epochs=max_epochs)
     out = {"dataset": str(dataset), "split": split.summary(), "ks": list(ks), "select_by": select_by,
            "protocol": "full ranking; valid masks train; test masks train+valid" + ("; the chosen configuration refit on train+valid before test" if refit else ""),
-           "data_card": card.provenance(), "data_report": getattr(d, "report", []), "data_notes": getattr(d, "notes", []), "models": {}}
-    for name in models:
-        cls, space = BASELINES[name], SEARCH_GRIDS[name]
-        configs = grid_configs(space) if grid == "full" else [{}]
-        search, best = [], None
-        for cfg in tqdm(configs, desc=f"{name}: validation search", leave=False):
-            with Timer() as tf: model = cls(**cfg).fit(split.train)
-            score = evaluate(model, split.valid, exclude=split.train, ks=ks, n_boot=0).metrics[select_by]
-            search.append({"params": model.params(), select_by: score, "fit_s": tf.elapsed})
-            if best is None or score > best[0]: best = (score, model, tf.elapsed)
-        if refit:
-            with Timer() as tr: best = (best[0], cls(**best[1].params()).fit(full), tr.elapsed)
+           "selection": "optuna" if tune_minutes is not None else grid,
+           "max_epochs": max_epochs, "data_card": card.provenance(),
+           "data_report": getattr(d, "report", []), "data_notes": getattr(d, "notes", []), "skipped": skipped, "models": {}}
+    if tune_minutes is not None:
+        out["tuning"] = {"minutes": tune_minutes, "sampler": "TPE", "pruner": "median (networks, per validated epoch)", "seed": seed,
+                         "split": "budget shared by weight (networks 3, baselines 1, pop 0.1), what a model leaves passes on"}
+    weight = {n: 3.0 if n in NETWORKS else 1.0 if TUNE_SPACES[n] else 0.1 for n in names}
+    trained = {}
+    for i, name in enumerate(names):
+        tune_s = None
+        if tune_minutes is not None:
+            left = tune_minutes * 60 - (time.perf_counter() - t0)
+            tune_s = max(left, 0.0) * weight[name] / sum(weight[n] for n in names[i:])
+        if name in BASELINES: entry, model, trained[name] = _baseline_entry(name, ctx, grid, tune_s)
+        else: entry, model, trained[name] = _network_entry(name, ctx, tune_s, trained.get("two_tower") if name == "ranker" else None)
         with Timer() as te:
-            res = evaluate(best[1], split.test, exclude=[full] if refit else [split.train, split.valid], ks=ks, item_features=tags, seed=seed)
-        out["models"][name] = {"params": best[1].params(), "valid": {select_by: best[0]},
-                               "test": res.metrics, "ci95": {k: list(v) for k, v in res.ci.items()},
-                               "timings": {"fit_s": best[2], "eval_s": te.elapsed,
-                                           "search_s": sum(s["fit_s"] for s in search)}, "search": search}
-        log.info("%s: test %s=%.4f (valid %.4f) params=%s", name, select_by, res.metrics[select_by], best[0], best[1].params())
+            res = evaluate(model, split.test, exclude=[full] if refit else [split.train, split.valid], ks=ks, item_features=tags, seed=seed)
+        entry.update(test=res.metrics, ci95={k: list(v) for k, v in res.ci.items()})
+        entry["timings"]["eval_s"] = te.elapsed
+        out["models"][name] = entry
+        log.info("%s: test %s=%.4f (valid %.4f) %s", name, select_by, res.metrics[select_by], entry["valid"][select_by],
+                 f"params={entry['params']}" if name in BASELINES else f"epochs={entry['training']['epochs']} fit {entry['timings']['fit_s']:.1f}s")
     out["leaderboard"] = sorted(({"model": n, **{k: r["test"][k] for k in (f"ndcg@{k}" for k in ks)},
                                   **{f"recall@{k}": r["test"][f"recall@{k}"] for k in ks}} for n, r in out["models"].items()),
                                 key=lambda r: -r[select_by])
@@ -108,3 +271,23 @@ def format_leaderboard(result: dict, columns=("ndcg@10", "recall@10", "recall@20
     w = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
     line = lambda r: "  ".join(str(x).ljust(n) if i == 0 else str(x).rjust(n) for i, (x, n) in enumerate(zip(r, w)))
     return "\n".join([line(head), line(["-" * n for n in w])] + [line(r) for r in rows])
+
+# %% ../../nbs/88b_recipes.leaderboard.ipynb #7b16ad1d
+def log_tuning(res: dict,               # from `run_leaderboard(..., tune_minutes=M)`
+               parent_run_id: str,      # the evaluate run (`experiment.tracking.log_leaderboard`)
+               uri: str | None = None, experiment: str = "musicml") -> list[str]:
+    "Log each model's Optuna study to MLflow under the evaluate run: the chosen parameters, every trial's validation value by trial number, and the trials as `trials.json`; returns the run ids."
+    from musicml.experiment.tracking import track
+    ids = []
+    for name, r in res["models"].items():
+        tu = r.get("tuning")
+        if not tu: continue
+        with track(f"{name} tuning", params=tu["chosen"], experiment=experiment, uri=uri, log_environment=False,
+                   tags={"mlflow.parentRunId": parent_run_id, "model": name, "stage": "tuning", "best_trial": tu["best_trial"]}) as run:
+            for t in tu["trials"]:
+                if t["value"] is not None: run.log_metrics({"trial_value": t["value"]}, step=t["number"])
+            run.log_metrics({"valid_best": r["valid"][res["select_by"]], "trials": len(tu["trials"]),
+                             "pruned": sum(t["state"] == "PRUNED" for t in tu["trials"])})
+            run.log_dict({"trials": tu["trials"], "chosen": tu["chosen"], "budget_s": tu["budget_s"]}, "trials.json")
+            ids.append(run.run_id)
+    return ids

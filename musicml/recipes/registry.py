@@ -15,7 +15,7 @@ from ..models.baselines import ALS, EASE, ItemKNN, Popularity
 if TYPE_CHECKING: from musicml.train.core import TrainConfig
 
 # %% auto #0
-__all__ = ['BASELINES', 'SEARCH_GRIDS', 'SERVING_PARAMS', 'RECIPES', 'recipe_config']
+__all__ = ['BASELINES', 'SEARCH_GRIDS', 'SERVING_PARAMS', 'RECIPES', 'NETWORKS', 'TUNE_SPACES', 'recipe_config']
 
 # %% ../../nbs/88_recipes.registry.ipynb #710474d5
 BASELINES = {"pop": Popularity, "itemknn": ItemKNN, "ease": EASE, "als": ALS}
@@ -65,3 +65,18 @@ def recipe_config(model: str, recipe: str, **overrides) -> tuple[dict, TrainConf
         raise ValueError(f"unknown recipe {recipe!r} for {model}; expected one of {sorted(RECIPES[model])}")
     r = RECIPES[model][recipe]
     return dict(r["model"]), TrainConfig(**{**r["train"], **{k: v for k, v in overrides.items() if v is not None}})
+
+# %% ../../nbs/88_recipes.registry.ipynb #39691290
+NETWORKS = ("two_tower", "sasrec", "ranker")
+TUNE_SPACES = {
+    "pop": {},
+    "itemknn": {"k": ("int", 10, 500, True), "shrink": ("float", 0.0, 50.0), "weighting": ("cat", ["binary", "log"])},
+    "ease": {"l2": ("float", 5.0, 5000.0, True), "weighting": ("cat", ["binary", "log"])},
+    "als": {"factors": ("cat", [32, 64, 128]), "alpha": ("float", 1.0, 50.0, True), "l2": ("float", 0.01, 10.0, True),
+            "weighting": ("cat", ["binary", "log"])},
+    "two_tower": {"dim": ("cat", [32, 64, 128]), "temperature": ("float", 0.02, 0.2, True),
+                  "train.lr": ("float", 3e-4, 1e-2, True), "train.weight_decay": ("float", 1e-3, 1.0, True)},
+    "sasrec": {"dim": ("cat", [32, 64, 128]), "dropout": ("float", 0.1, 0.6),
+               "train.lr": ("float", 1e-3, 1e-2, True), "train.weight_decay": ("float", 1e-2, 2.0, True)},
+    "ranker": {"dim": ("cat", [8, 16, 32]), "train.lr": ("float", 5e-4, 5e-3, True)},
+}

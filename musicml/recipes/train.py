@@ -17,29 +17,48 @@ from .registry import recipe_config
 # torch and lightning are imported inside the functions that train, so `musicml --help` stays fast
 
 # %% auto #0
-__all__ = ['build_model', 'train_model']
+__all__ = ['item_tokens', 'build_model', 'train_model']
 
 # %% ../../nbs/88a_recipes.train.ipynb #a731aff0
-def build_model(model: str, recipe: str, d=None, split=None, **overrides):
-    "A `Recommender` for `model` configured by `recipe` (+ `TrainConfig` overrides)."
+def item_tokens(d, item_ids) -> tuple:
+    "Item-side tokens `[n_items, T]` from whatever categorical metadata the data has (Last.fm tags, a card's genres or other features), and their count; with none, one padding token per item and 0 (the towers then learn from ids alone)."
+    import torch
+
+    from musicml.models.two_tower import item_tag_matrix
+    ta = getattr(d, "tag_assignments", None)
+    if ta is None or not len(ta): return torch.zeros((len(item_ids), 1), dtype=torch.long), 0
+    return item_tag_matrix(ta, item_ids)
+
+def build_model(model: str, recipe: str, d=None, split=None,
+                retriever=None,     # ranker: a fitted two-tower to re-rank (default: the optimized recipe trained here)
+                model_kw: dict | None = None,  # constructor arguments over the recipe's (e.g. a tuned `dim`)
+                **overrides):
+    "A `Recommender` for `model` configured by `recipe` (+ `TrainConfig` overrides); side-data features only where `d` has them."
     kw, cfg = recipe_config(model, recipe, **overrides)
+    kw.update(model_kw or {})
     if model == "sasrec":
         from musicml.train.sasrec import SASRecRecommender
         return SASRecRecommender(train=cfg, **kw)
-    from musicml.models.two_tower import item_tag_matrix
     from musicml.train.two_tower import TwoTowerRecommender
-    tags, n_tags = item_tag_matrix(d.tag_assignments, split.train.item_ids)
+    tags, n_tags = item_tokens(d, split.train.item_ids)
     if model == "two_tower":
         return TwoTowerRecommender(tags, n_tags, train=cfg, **kw)
     from musicml.models.baselines import EASE
     from musicml.train.ranker import RankerRecommender
     from musicml.models.side_info import FriendsListen, TagProfile
-    retriever = build_model("two_tower", "optimized", d, split, max_epochs=30, progress=cfg.progress).fit(split.train, split.valid)
-    feats = [EASE()] if kw.get("ease_feature") else []
-    if kw.get("side_features"): feats += [FriendsListen(d.friends), FriendsListen(d.friends, share=True), TagProfile(tags)]
-    return RankerRecommender(retriever, tags, n_tags, n_candidates=100, feature_models=tuple(f.fit(split.train) for f in feats),
-                             label_folds=kw.get("label_folds", 0), ensemble=kw.get("ensemble", 1), train=cfg)
+    if retriever is None:
+        retriever = build_model("two_tower", "optimized", d, split, max_epochs=30, progress=cfg.progress).fit(split.train, split.valid)
+    feats = [EASE()] if kw.pop("ease_feature", False) else []
+    friends = getattr(d, "friends", None)
+    if kw.pop("side_features", False):                   # each only where the data has it: friends' listening, item tags
+        if friends is not None: feats += [FriendsListen(friends), FriendsListen(friends, share=True)]
+        if n_tags: feats.append(TagProfile(tags))
+    return RankerRecommender(retriever, tags, n_tags, n_candidates=kw.pop("n_candidates", 100),
+                             feature_models=tuple(f.fit(split.train) for f in feats),
+                             label_folds=kw.pop("label_folds", 0), ensemble=kw.pop("ensemble", 1), train=cfg, **kw)
 
+
+# %% ../../nbs/88a_recipes.train.ipynb #2eb0fdc0
 def train_model(model: str, out, recipe: str = "optimized", data_path=None, resume_from=None, trainer_factory=None,
                 dataset: str = "lastfm-2k",  # or a dataset card: a built-in name or a card file (`data.cards`)
                 **overrides) -> dict:

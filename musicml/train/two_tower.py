@@ -7,7 +7,7 @@ Docs: https://musicml.github.io/musicml/train.two_tower.html.md"""
 # %% ../../nbs/45_train.two_tower.ipynb #f9f29316
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 import torch
@@ -47,6 +47,8 @@ class TwoTowerTask(TaskBase):
         return (self.net.user_vec(users.to(self.device)) @ self.net.all_items().T).float().cpu()
 
     def val_ndcg(self) -> float:
+        if self.val is None:  # fit without validation (e.g. a refit on train + valid for a chosen epoch count)
+            return float("nan")
         users, truth, excl = self.val
         return ndcg_at_k(self.scores(users).numpy(), truth, excl)
 
@@ -75,7 +77,9 @@ class TwoTowerRecommender(Recommender):
             vu = np.unique(valid.users)
             val = (torch.from_numpy(vu.astype(np.int64)), valid.csr()[vu], self.seen_[vu])
         counts = np.bincount(train.items, minlength=train.n_items)
-        task = TwoTowerTask(self.net_, self.train, val, counts)
+        # without validation there is no best epoch to restore: keep the last weights
+        cfg = self.train if val is not None else replace(self.train, restore_best=False)
+        task = TwoTowerTask(self.net_, cfg, val, counts)
         data = {"user": torch.from_numpy(train.users.astype(np.int64)), "item": torch.from_numpy(train.items.astype(np.int64))}
         self.report_ = fit_task(task, data, out_dir=out_dir, resume_from=resume_from, trainer_factory=trainer_factory, callbacks=callbacks,
                                 config=self.config())
