@@ -87,6 +87,7 @@ def test_all_models_without_timestamps_skip_sasrec_and_refit_a_presplit_pair(tmp
     _finite(res)
     tt = res["models"]["two_tower"]["training"]
     assert tt["refit_epochs"] == tt["best_epoch"] and "refit" in res["models"]["ranker"]["training"]
+    assert res["models"]["ranker"]["training"]["feature_models"] == ["ease", "tag_profile"]   # genres, no friends table
 
 
 @pytest.mark.timeout(240)

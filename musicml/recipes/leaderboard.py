@@ -187,6 +187,7 @@ def _network_entry(name: str, ctx: dict, tune_s: float | None, retriever=None):
     rep = m.report_
     training = {"recipe": "optimized", "epochs": int(rep.epochs), "best_epoch": best_epoch(rep), "best_val_ndcg10": rep.best_ndcg,
                 "throughput": rep.throughput}
+    if name == "ranker": training["feature_models"] = [f.name for f in m.feature_models]   # what the data allowed
     test_model = m
     if ctx["full"] is not None and name == "ranker":
         training["refit"] = "none: validation plays are the ranker's labels; its retriever and features stay fitted on train"
