@@ -31,7 +31,8 @@ declare -A QUICK=(
   [scaling]="-y '{sizes: [100000], ray_sizes: [], workers: [2]}' -p train_epochs 1 -p lastfm_parity False"
   [data_scaling]="-y '{sizes: [100000, 1000000], ray_sizes: [1000000]}' -p evaluate_size 100000 -p refuse_limit 64M"
   [inference]="-r batch_sizes 1,16 -p iterations 100 -p min_time_s 0.1 -p p99_bound_ms 0 -p max_eval 300"
-  [serving_load]="-p rps 40 -p duration 5 -r sweep_rps 20,40,80 -p sweep_duration 2 -p warmup 1 -p shadow_rps 40 -p shadow_duration 2 -p shadow_repeats 2"
+  [serving_load]="-p rps 40 -p duration 5 -r sweep_rps 20,40,80 -p sweep_duration 2 -p warmup 1 -p shadow_rps 40 -p shadow_duration 2 -p shadow_repeats 2 -p burst_size 10 -p burst_rps 40 -p burst_duration 2"
+  [serving_cost]="-p repeats 5 -p warmup 1 -p requests_e2e 50 -p cpu_rps 40 -p cpu_duration 3"
   [compression]="-p teacher_dim 32 -p teacher_epochs 1 -p distill_epochs 1 -p finetune_epochs 1 -p structured_sparsities 0.5 -p magnitude_sparsities 0.5 -p latency_queries 50"
   [live_ab]="-p n_users 300 -p sessions 2 -p pre_sessions 1 -p canary_window_s 10 -p canary_min_requests 20"
   [ab_calibration]="-p n_sims 500 -p n_units 200 -p msprt_units 500 -p cuped_sims 500 -p cuped_rhos '[0.5,0.9]' -p hash_ids 100000 -p hash_buckets 100 -p interleaving_sizes '[100,400,1600]' -p interleaving_reps 30 -p rankers '[\"Popularity\",\"ItemKNN\"]'"
@@ -76,6 +77,7 @@ for t in cpu edge gpu; do run inference_targets "inference_${t}_sasrec" -p targe
 run inference_targets inference_cpu_ranker -p target cpu -p artifact $art/ranker/model
 # serving: the real server on loopback over a bundle of the trained two-tower, SASRec and DCN (quiet machine wanted)
 run serving_load -p ranker_artifact $art/ranker/model -p sasrec_artifact $art/sasrec/model
+run serving_cost -p ranker_artifact $art/ranker/model -p sasrec_artifact $art/sasrec/model
 run compression -p teacher_epochs 40 -p distill_epochs 40
 # experimentation and search
 run ab_calibration
