@@ -43,7 +43,7 @@ MODULE_EXTRAS = {
 LAZY_EXTRAS = {
     "musicml.core": {"train"},                                # seeds and counts torch's threads when it is installed
     "musicml.data.datasets": {"experiment"},                  # Table.to_pandas (pandas)
-    "musicml.data.cards": {"experiment"},                     # Parquet files named by a dataset card (pyarrow)
+    "musicml.data.cards": {"experiment", "dist"},             # Parquet files named by a dataset card (pyarrow); ray=True (Ray Data)
     "musicml.cli": {"experiment"},                            # evaluate --track
     "musicml.bench.harness": {"train"}, "musicml.bench.cli": {"train"},
     "musicml.recipes.registry": {"train"},                    # the learned models' recipes (TrainConfig)
