@@ -54,14 +54,12 @@ def serve_cmd(args) -> int:
     os.environ[HEADER_TIMEOUT_ENV] = str(s.header_timeout_s)   # read by the connection protocol (in every worker process)
     if s.processes == 1:
         uvicorn.run(create_app(s), **opts); return 0
-    # several processes (uvicorn's supervisor; each worker listens on a SO_REUSEPORT socket of its own, so the kernel spreads
-    # connections evenly: `serve.workers`): each builds the app from the environment, so the flags go there, and their
-    # metrics meet in a directory made for this run (unless the caller chose one)
+    # several processes (uvicorn workers on one socket): each builds the app from the environment, so the flags go there,
+    # and their metrics meet in a directory made for this run (unless the caller chose one)
     os.environ.update({f"MUSICML_SERVE_{k.upper()}": str(v) for k, v in over.items()})
     own = not os.environ.get(MULTIPROC_ENV)
     if own: os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="musicml-metrics-")
-    from musicml.serve.workers import run_workers
-    try: run_workers("musicml.serve.app:create_app", s.processes, **opts)
+    try: uvicorn.run("musicml.serve.app:create_app", factory=True, workers=s.processes, **opts)
     finally:
         if own: shutil.rmtree(os.environ.pop(MULTIPROC_ENV), ignore_errors=True)
     return 0
