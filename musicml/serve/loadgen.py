@@ -132,7 +132,7 @@ def _head(method: str, path: str, n: int) -> bytes:
     extra = f"content-type: application/json\r\ncontent-length: {n}\r\n" if method == "POST" else ""
     return f"{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\n{extra}\r\n".encode()
 
-# %% ../../nbs/79_serve.loadgen.ipynb #f2ed6b8e
+# %% ../../nbs/79_serve.loadgen.ipynb #976e53cb
 def arrival_times(rps: float, duration_s: float, arrivals: str = "even", seed: int = 0) -> np.ndarray:
     "Due times (s from start) of `rps * duration_s` requests: evenly apart, a Poisson process, or `bursts:N` (N at once, every N / rps s)."
     n = max(int(rps * duration_s), 1)
@@ -142,6 +142,7 @@ def arrival_times(rps: float, duration_s: float, arrivals: str = "even", seed: i
         size = int(arrivals[7:]); return (np.arange(n) // size) * (size / rps)
     raise ValueError(f"arrivals must be 'even', 'poisson' or 'bursts:N' (N a positive integer), got {arrivals!r}")
 
+# %% ../../nbs/79_serve.loadgen.ipynb #f2ed6b8e
 @dataclass
 class LoadResult:
     "Per-request outcomes of one load run."
