@@ -26,8 +26,8 @@ log = get_logger("musicml.search")
 # %% auto #0
 __all__ = ['log', 'MODES', 'MAX_QUERY_CHARS', 'FUSIONS', 'DENSE_WEIGHT', 'QueryError', 'check_query', 'rrf', 'Hit', 'build_bm25',
            'Searcher', 'bm25_scores', 'bm25_ranking', 'encode_query', 'dense_ranking', 'user_scores', 'search',
-           'lastfm_user_vectors', 'save', 'load_searcher', 'default_index_dir', 'build_music_index', 'open_searcher',
-           'interaction_user_vectors', 'build_card_index']
+           'mean_doc_vectors', 'lastfm_user_vectors', 'save', 'load_searcher', 'default_index_dir', 'build_music_index',
+           'open_searcher', 'interaction_user_vectors', 'build_card_index']
 
 # %% ../../nbs/83_search.hybrid.ipynb #68fc5162
 MODES = ("hybrid", "bm25", "dense")
@@ -206,23 +206,29 @@ def search(self: Searcher, query: str,
 Searcher.search = search
 
 # %% ../../nbs/83_search.hybrid.ipynb #6161bec6
+def mean_doc_vectors(users: np.ndarray,    # [n] raw user id of each event
+                     docs: np.ndarray,     # [n] catalog row of the event's item (-1: not in the catalog)
+                     weights: np.ndarray,  # [n] plays (or rating) of each event
+                     vecs: np.ndarray,     # [n_docs, d] the catalog's document vectors
+                     top_n: int = 10) -> dict[int, np.ndarray]:
+    "Each user's normalised mean of `vecs` over the documents of their `top_n` heaviest events in the catalog (ties: event order)."
+    ok = docs >= 0
+    order = np.lexsort((-weights[ok], users[ok])); u, doc = users[ok][order], docs[ok][order]
+    out: dict[int, np.ndarray] = {}
+    starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]]) if len(u) else np.zeros(0, int)
+    for s, e in zip(starts, np.r_[starts[1:], len(u)]):
+        v = vecs[doc[s:min(e, s + top_n)]].mean(0)
+        out[int(u[s])] = (v / max(np.linalg.norm(v), 1e-12)).astype(np.float32)
+    return out
+
 def lastfm_user_vectors(d,                   # a `LastFM2K`
                         searcher: Searcher,  # must hold `lastfm:<artist_id>` documents
                         top_n: int = 10,     # artists per user, by play count
                        ) -> dict[int, np.ndarray]:
     "Each user's normalised mean embedding of the documents of their `top_n` most played artists in the catalog."
-    row = searcher.catalog.index_of()
-    p = d.plays
-    order = np.lexsort((-p["weight"], p["user_id"]))
-    users, items = p["user_id"][order], p["artist_id"][order]
-    out: dict[int, np.ndarray] = {}
-    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
-    for s, e in zip(starts, np.r_[starts[1:], len(users)]):
-        rows = [row[f"lastfm:{a}"] for a in items[s:e] if f"lastfm:{a}" in row][:top_n]
-        if rows:
-            v = searcher.vecs[rows].mean(0)
-            out[int(users[s])] = (v / max(np.linalg.norm(v), 1e-12)).astype(np.float32)
-    return out
+    row, p = searcher.catalog.index_of(), d.plays
+    docs = np.array([row.get(f"lastfm:{a}", -1) for a in p["artist_id"].tolist()], np.int64)
+    return mean_doc_vectors(np.asarray(p["user_id"]), docs, np.asarray(p["weight"]), searcher.vecs, top_n)
 
 # %% ../../nbs/83_search.hybrid.ipynb #15710d35
 def save(self: Searcher, folder) -> Path:
@@ -306,16 +312,8 @@ def interaction_user_vectors(x,                   # `data.interactions.Interacti
     "Each user's normalised mean embedding of their `top_n` heaviest items' documents (none for string user ids: `--user` takes integers)."
     if x.user_ids.dtype.kind not in "iu": return {}
     row = searcher.catalog.index_of()
-    doc = np.array([row.get(f"{prefix}{i}", -1) for i in x.item_ids.tolist()])[x.items]
-    ok = doc >= 0
-    u, w, doc = x.users[ok], x.weights[ok], doc[ok]
-    order = np.lexsort((-w, u)); u, doc = u[order], doc[order]
-    starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]]) if len(u) else np.zeros(0, int)
-    out = {}
-    for s, e in zip(starts, np.r_[starts[1:], len(u)]):
-        v = searcher.vecs[doc[s:min(e, s + top_n)]].mean(0)
-        out[int(x.user_ids[u[s]])] = (v / max(np.linalg.norm(v), 1e-12)).astype(np.float32)
-    return out
+    doc = np.array([row.get(f"{prefix}{i}", -1) for i in x.item_ids.tolist()], np.int64)
+    return mean_doc_vectors(x.user_ids[x.users], doc[x.items], x.weights, searcher.vecs, top_n)
 
 def build_card_index(dataset,              # a dataset card file or built-in card name (not lastfm-2k: `build_music_index`)
                      data_dir=None, folder=None, encoder=None, kind: str = "auto", top_n: int = 10) -> Searcher:
