@@ -173,13 +173,14 @@ def build_trained_artifacts(out: Path,                  # models directory
     from musicml.data.tasks import load_task
     from musicml.train.ranker import load_ranker
     from musicml.train.sasrec import load_sasrec
-    from musicml.models.two_tower import item_tag_matrix
+    from musicml.recipes.train import item_tokens
     from musicml.artifacts import verify_manifest
+    card = data_card(str(dataset))["dataset"]                   # a card file may be named by another path: compare its name
     def checked(a, model):
         m = verify_manifest(a)                                   # every file against its sha256
         if m.get("model") != model: raise ArtifactError(f"{Path(a) / 'manifest.json'}: model is {m.get('model')!r}, expected {model!r}")
-        trained_on, card = m.get("data_card", {}).get("dataset", "lastfm-2k"), data_card(str(dataset))["dataset"]
-        if trained_on != card:                                   # a card file may be named by another path: compare the card's name
+        trained_on = m.get("data_card", {}).get("dataset", "lastfm-2k")
+        if trained_on != card:
             raise ArtifactError(f"{Path(a) / 'manifest.json'}: trained on dataset {trained_on!r}, but the bundle is built from {card!r} (--dataset)")
         return {"dir": str(a), "recipe": m.get("recipe"), "created": m.get("created"), "manifest_sha256": sha256_file(Path(a) / "manifest.json"),
                 **{k: m[k] for k in ("evaluation", "anchors", "protocol", "reproduce") if k in m}}   # what the bundle's card shows of it
@@ -190,7 +191,7 @@ def build_trained_artifacts(out: Path,                  # models directory
     got = json.loads(json.dumps(split.summary(), default=str))
     if want is not None and want != got:
         raise ArtifactError(f"{ranker_dir}: trained on split {want}, but this data gives {got}")
-    tags, n_tags = item_tag_matrix(d.tag_assignments, split.train.item_ids)
+    tags, n_tags = item_tokens(d, split.train.item_ids)          # the item tokens `musicml train` gave the ranker
     rk, _ = load_ranker(ranker_dir, split=split, item_tags=tags, n_tags=n_tags, data=d)
     sas = seqs = None
     if sasrec_dir is not None:
