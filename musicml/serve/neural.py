@@ -194,7 +194,7 @@ class SASRecRetriever(Exported, Retriever):
                  weights: dict | None = None, net_config: dict | None = None,  # `net/...` arrays, `SASRecConfig` fields
                  user_states: np.ndarray | None = None, item_vecs: np.ndarray | None = None):  # `precompute_users`
         self.to_bundle, self.n_bundle_items = np.asarray(to_bundle, np.int64), int(n_bundle_items)
-        self.user_states = None if user_states is None else np.asarray(user_states, np.float32)   # [n_users, d]: 0 rows = no sequence
+        self.user_states = None if user_states is None else np.asarray(user_states, np.float32)   # [n_users, d] final states over the stored sequences
         self.item_vecs = None if item_vecs is None else np.ascontiguousarray(item_vecs, np.float32)  # [n_sasrec_items, d]
         self.seq_offsets, self.seq_items = np.asarray(seq_offsets, np.int64), np.asarray(seq_items, np.int64)
         ok = self.to_bundle >= 0
@@ -271,7 +271,7 @@ def _sasrec_scores(self: SASRecRetriever, hist, users, memo=None) -> np.ndarray:
     s = np.empty((len(users), len(self.item_vecs)), np.float32)
     st = self.user_states[users[known]]
     s[known] = st @ self.item_vecs.T
-    s[np.flatnonzero(known)[~st.any(1)]] = -np.inf                          # no sequence: nothing to go on
+    s[np.flatnonzero(known)[np.diff(self.seq_offsets)[users[known]] == 0]] = -np.inf   # no stored sequence: nothing to go on
     if not known.all():
         rest = np.flatnonzero(~known)
         s[rest] = self.network_scores(hist[rest] if hist is not None else None, users[rest], None if memo is None else [memo[i] for i in rest])
@@ -281,12 +281,11 @@ def _sasrec_precompute(self: SASRecRetriever, seen=None, batch: int = 256):
     "Each bundle user's final state over their stored sequence and the item vectors (bundle time, torch): known users skip the transformer."
     import torch
     net, n = self.module().net, len(self.seq_offsets) - 1
-    tok = self.tokens(None, np.arange(n))
+    tok = self.tokens(None, np.arange(n))                                   # users without a sequence: masked in `scores`
     with torch.inference_mode():
         st = [net.last_state(torch.from_numpy(tok[i:i + batch])).numpy() for i in range(0, n, batch)]
         self.item_vecs = np.ascontiguousarray(net.item_vectors().numpy(), np.float32)
     self.user_states = np.concatenate(st).astype(np.float32) if st else np.zeros((0, self.item_vecs.shape[1]), np.float32)
-    self.user_states[tok[:, -1] == 0] = 0
 
 SASRecRetriever.scores, SASRecRetriever.precompute_users = _sasrec_scores, _sasrec_precompute
 
