@@ -12,7 +12,7 @@ import scipy.sparse as sp
 
 # %% auto #0
 __all__ = ['METRICS', 'mask_scores', 'top_k', 'ranking_metrics', 'coverage', 'novelty', 'diversity', 'popularity_bias',
-           'bootstrap_ci', 'per_user_ndcg', 'ndcg_at_k']
+           'bootstrap_ci', 'per_user_ndcg', 'ndcg_at_k', 'blockwise_ndcg']
 
 # %% ../../nbs/20_eval.metrics.ipynb #5e05ea3d
 def mask_scores(scores: np.ndarray, seen: sp.csr_matrix) -> np.ndarray:
@@ -119,3 +119,11 @@ def per_user_ndcg(scores: np.ndarray,       # [b, n_items] scores of the users i
 def ndcg_at_k(scores: np.ndarray, truth: sp.csr_matrix, exclude: sp.csr_matrix | None = None, k: int = 10) -> float:
     "Mean NDCG@k of `scores` against `truth` (users without relevant items are skipped)."
     return float(per_user_ndcg(scores, truth, exclude, k).mean())
+
+def blockwise_ndcg(score_rows,                 # score_rows(lo, hi) -> scores [hi - lo, n_items] of rows lo..hi
+                   truth: sp.csr_matrix, exclude: sp.csr_matrix | None = None, k: int = 10,
+                   block: int = 4096) -> float:   # rows scored at once: memory is block x n_items floats, not users x items
+    "`ndcg_at_k` over row blocks, so that validating 10^5 users on 10^4 items never holds the whole score matrix."
+    vals = [per_user_ndcg(score_rows(lo, min(lo + block, truth.shape[0])), truth[lo:lo + block],
+                          None if exclude is None else exclude[lo:lo + block], k) for lo in range(0, truth.shape[0], block)]
+    return float(np.concatenate(vals).mean()) if vals else float("nan")

@@ -50,6 +50,7 @@ class TwoTowerConfig:
     n_tags: int
     dim: int = 64               # embedding and output width
     temperature: float = 0.05   # softmax temperature on cosine scores
+    sparse_rows: int = 65_536   # id tables with more rows get sparse gradients (`train.core.LazyAdamW` updates touched rows only)
 
 def mean_bag(emb: nn.Embedding, tokens, drop=None):             # tokens [b, H], drop [b] token to leave out
     m = tokens > 0
@@ -60,9 +61,9 @@ def mean_bag(emb: nn.Embedding, tokens, drop=None):             # tokens [b, H],
 
 class Tower(nn.Module):
     "id embedding ++ mean-pooled bag embedding -> MLP -> L2-normalised vector."
-    def __init__(self, n_ids: int, bag: nn.Embedding, dim: int):
+    def __init__(self, n_ids: int, bag: nn.Embedding, dim: int, sparse: bool = False):
         super().__init__()
-        self.id_emb, self.bag = nn.Embedding(n_ids, dim), bag
+        self.id_emb, self.bag = nn.Embedding(n_ids, dim, sparse=sparse), bag
         self.mlp = nn.Sequential(nn.Linear(2 * dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
         nn.init.normal_(self.id_emb.weight, std=0.05)
 
@@ -75,8 +76,11 @@ class TwoTower(nn.Module):
     def __init__(self, cfg: TwoTowerConfig, history: torch.Tensor, item_tags: torch.Tensor):
         super().__init__()
         self.cfg = cfg
-        self.user = Tower(cfg.n_users, nn.Embedding(cfg.n_items + 1, cfg.dim, padding_idx=0), cfg.dim)
-        self.item = Tower(cfg.n_items, nn.Embedding(cfg.n_tags + 1, cfg.dim, padding_idx=0), cfg.dim)
+        big = lambda n: n > cfg.sparse_rows                       # noqa: E731
+        self.user = Tower(cfg.n_users, nn.Embedding(cfg.n_items + 1, cfg.dim, padding_idx=0, sparse=big(cfg.n_items + 1)), cfg.dim,
+                          sparse=big(cfg.n_users))
+        self.item = Tower(cfg.n_items, nn.Embedding(cfg.n_tags + 1, cfg.dim, padding_idx=0, sparse=big(cfg.n_tags + 1)), cfg.dim,
+                          sparse=big(cfg.n_items))
         self.register_buffer("history", history)                 # [n_users, H] item tokens
         self.register_buffer("item_tags", item_tags)             # [n_items, T] tag tokens
 

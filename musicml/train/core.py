@@ -14,7 +14,7 @@ import lightning as L
 import torch
 
 # %% auto #0
-__all__ = ['TrainConfig', 'IndexBatches', 'TensorDataModule', 'make_optimizer', 'make_trainer']
+__all__ = ['TrainConfig', 'IndexBatches', 'TensorDataModule', 'LazyAdamW', 'make_optimizer', 'make_trainer']
 
 # %% ../../nbs/40_train.core.ipynb #f4dd2390
 @dataclass
@@ -120,17 +120,43 @@ class TensorDataModule(L.LightningDataModule):
         return self.batches
 
 # %% ../../nbs/40_train.core.ipynb #3d2bf0c9
+class LazyAdamW(torch.optim.AdamW):
+    """AdamW whose embedding tables with sparse gradients (`nn.Embedding(sparse=True)`) update only the rows a batch
+    touched: lazy Adam moments and decoupled decay on those rows (TensorFlow's LazyAdam, torch's SparseAdam plus decay).
+    Dense gradients take the stock AdamW step, so a model without sparse tables trains exactly as with AdamW."""
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad(): loss = closure()
+        held = {p: p.grad for g in self.param_groups for p in g["params"] if p.grad is not None and p.grad.is_sparse}
+        for p in held: p.grad = None                      # the stock step skips parameters without a gradient
+        super().step()
+        for g in self.param_groups:
+            (b1, b2), lr, wd, eps = g["betas"], g["lr"], g["weight_decay"], g["eps"]
+            for p in g["params"]:
+                if p not in held: continue
+                grad = p.grad = held[p]
+                grad = grad.coalesce(); rows, v = grad.indices()[0], grad.values()
+                st = self.state[p]
+                if not st:
+                    st.update(step=torch.tensor(0.0), exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
+                st["step"] += 1; t = float(st["step"])
+                m = st["exp_avg"][rows].mul_(b1).add_(v, alpha=1 - b1)
+                s = st["exp_avg_sq"][rows].mul_(b2).addcmul_(v, v, value=1 - b2)
+                st["exp_avg"][rows], st["exp_avg_sq"][rows] = m, s
+                p[rows] = p[rows] * (1 - lr * wd) - lr * (m / (1 - b1 ** t)) / ((s / (1 - b2 ** t)).sqrt_().add_(eps))
+        return loss
+
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
-    "AdamW at the config's effective learning rate, fused when possible, else foreach."
+    "`LazyAdamW` at the config's effective learning rate, fused when possible, else foreach."
     params = [p for p in params if p.requires_grad]
     if cfg.fused:
         try:
-            return torch.optim.AdamW(params, lr=cfg.effective_lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
-                                     fused=True)
+            return LazyAdamW(params, lr=cfg.effective_lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, fused=True)
         except (RuntimeError, ValueError):
             pass
-    return torch.optim.AdamW(params, lr=cfg.effective_lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
-                             foreach=True)
+    return LazyAdamW(params, lr=cfg.effective_lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, foreach=True)
 
 # %% ../../nbs/40_train.core.ipynb #c9ba71a2
 def make_trainer(cfg: TrainConfig, callbacks: list | None = None, max_epochs: int | None = None) -> L.Trainer:

@@ -16,7 +16,7 @@ import torch
 from ..core import seed_everything
 from ..data.interactions import Interactions, Sequences, concat
 from .checkpoint import load_weights, save_checkpoint
-from ..eval.metrics import ndcg_at_k
+from ..eval.metrics import blockwise_ndcg
 from .core import TrainConfig
 from .loop import TaskBase, TrainReport, fit_task
 from ..models.sasrec import SASRecConfig, SASRec, bce_loss, softmax_loss, sampled_softmax_loss, sequence_windows, last_tokens
@@ -76,7 +76,7 @@ class SASRecTask(TaskBase):
         if self.val is None:  # fit without validation (e.g. the final refit on train + valid)
             return float("nan")
         tok, truth, excl = self.val
-        return ndcg_at_k(self.scores(tok).numpy(), truth, excl)
+        return blockwise_ndcg(lambda lo, hi: self.scores(tok[lo:hi]).numpy(), truth, excl)  # block x items scores at a time
 
 # %% ../../nbs/44_train.sasrec.ipynb #b54004f9
 class SASRecRecommender(Recommender):
