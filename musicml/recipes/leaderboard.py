@@ -20,12 +20,13 @@ from ..data.cards import load_card
 from ..data.interactions import Interactions, artist_tag_matrix
 from ..data.tasks import load_task
 from ..eval.evaluator import evaluate
+from ..models.baselines import ModelMemoryError
 from .registry import BASELINES, NETWORKS, SEARCH_GRIDS, TUNE_SPACES, recipe_config
 # optuna, optuna-integration, torch and lightning are imported inside the functions that use them
 
 # %% auto #0
 __all__ = ['grid_configs', 'expand_models', 'fit_network', 'network_valid', 'best_epoch', 'suggest', 'space_defaults', 'tune',
-           'pruning_callback', 'load_split', 'run_leaderboard', 'format_leaderboard', 'log_tuning']
+           'pruning_callback', 'load_split', 'check_cutoffs', 'run_leaderboard', 'format_leaderboard', 'log_tuning']
 
 # %% ../../nbs/88b_recipes.leaderboard.ipynb #3d3e3ed4
 def grid_configs(grid: dict) -> list[dict]:
@@ -126,6 +127,16 @@ def load_split(dataset: str = "lastfm-2k", seed: int | None = None, data_dir=Non
     feats = artist_tag_matrix(d, split.train.item_ids) if str(dataset) == "lastfm-2k" else d.item_feature_matrix(split.train.item_ids)
     return (split, feats, d) if with_data else (split, feats)
 
+# %% ../../nbs/88b_recipes.leaderboard.ipynb #5ebb6aca
+def check_cutoffs(dataset, n_items: int, ks, select_by: str = "ndcg@10"):
+    "Raise a `ValueError` naming `dataset` when a cut-off is larger than its catalogue of `n_items` (a ranking has `n_items` places)."
+    big = sorted(k for k in ks if k > n_items)
+    if not big: return
+    sel = int(select_by.split("@")[1])
+    why = f"; the selection metric {select_by} needs {sel} items too" if sel in big else ""
+    raise ValueError(f"{dataset}: the catalogue has {n_items:,} items but the cut-offs include {', '.join(map(str, big))}{why}: "
+                     f"lower protocol.cutoffs in the card or pass --ks (each at most {n_items:,})")
+
 # %% ../../nbs/88b_recipes.leaderboard.ipynb #c72f8ab7
 def _jsonable(v):
     if isinstance(v, dict): return {k: _jsonable(x) for k, x in v.items()}
@@ -201,6 +212,25 @@ def _network_entry(name: str, ctx: dict, tune_s: float | None, retriever=None):
     if tuning: entry["tuning"] = tuning
     return entry, test_model, m
 
+# %% ../../nbs/88b_recipes.leaderboard.ipynb #fec6d37c
+def _model_entry(name: str, ctx: dict, grid: str, tune_s: float | None, trained: dict) -> dict:
+    "`name` selected on validation and scored on test (its model fitted on train lands in `trained`); a `ModelMemoryError`, raised before or while fitting, propagates."
+    split, full = ctx["split"], ctx["full"]
+    if name in BASELINES: entry, model, trained[name] = _baseline_entry(name, ctx, grid, tune_s)
+    else: entry, model, trained[name] = _network_entry(name, ctx, tune_s, trained.get("two_tower") if name == "ranker" else None)
+    with Timer() as te:
+        res = evaluate(model, split.test, exclude=[full] if full is not None else [split.train, split.valid], ks=ctx["ks"],
+                       item_features=ctx["tags"], seed=ctx["seed"])
+    entry.update(test=res.metrics, ci95={k: list(v) for k, v in res.ci.items()})
+    entry["timings"]["eval_s"] = te.elapsed
+    return entry
+
+def _skip_reason(name: str, skipped: dict) -> str | None:
+    "Why `name` cannot run given what was `skipped` already: the ranker re-ranks the leaderboard's two-tower."
+    if name == "ranker" and "two_tower" in skipped:
+        return f"it re-ranks the two-tower's candidates and two_tower was skipped ({skipped['two_tower']})"
+    return None
+
 # %% ../../nbs/88b_recipes.leaderboard.ipynb #93de56c0
 def run_leaderboard(dataset: str = "lastfm-2k",            # a built-in dataset name or a dataset card file
                     models=("pop", "itemknn", "ease", "als"),  # names in `BASELINES` / `NETWORKS`, or "all"
@@ -213,7 +243,7 @@ def run_leaderboard(dataset: str = "lastfm-2k",            # a built-in dataset 
                     tune_minutes: float | None = None,      # Optuna TPE on validation, this wall-clock budget over all models
                     max_epochs: int | None = None,          # cap on every network's epochs (default: its recipe's)
                    ) -> dict:
-    "Tune on validation, evaluate on test, return (and optionally write) the leaderboard."
+    "Tune on validation, evaluate on test, return (and optionally write) the leaderboard; a model too big for memory is skipped with the reason."
     if grid not in ("full", "default"): raise ValueError(f"grid must be 'full' or 'default', got {grid!r}")
     expand_models(models, True)                               # unknown names stop here, before any data is read
     log, t0 = get_logger("musicml.eval"), time.perf_counter()
@@ -224,9 +254,10 @@ def run_leaderboard(dataset: str = "lastfm-2k",            # a built-in dataset 
     seed = card.protocol["seed"] if seed is None else seed
     seed_everything(seed)
     ks = tuple(sorted(set(ks or card.protocol["cutoffs"]) | {int(select_by.split("@")[1])}))
+    check_cutoffs(dataset, split.train.n_items, ks, select_by)  # before anything is fitted
     refit = split.params.get("refit") == "train+valid"        # a pre-split train/test pair: tuned on a carve-out, refit on all of train
     full = Interactions.concat(split.train, split.valid) if refit else None
-    ctx = dict(d=d, split=split, full=full, ks=ks, select_by=select_by, seed=seed, max_epochs=max_epochs)
+    ctx = dict(d=d, split=split, full=full, ks=ks, select_by=select_by, seed=seed, max_epochs=max_epochs, tags=tags)
     out = {"dataset": str(dataset), "split": split.summary(), "ks": list(ks), "select_by": select_by,
            "protocol": "full ranking; valid masks train; test masks train+valid" + ("; the chosen configuration refit on train+valid before test" if refit else ""),
            "selection": "optuna" if tune_minutes is not None else grid,
@@ -242,15 +273,16 @@ def run_leaderboard(dataset: str = "lastfm-2k",            # a built-in dataset 
         if tune_minutes is not None:
             left = tune_minutes * 60 - (time.perf_counter() - t0)
             tune_s = max(left, 0.0) * weight[name] / sum(weight[n] for n in names[i:])
-        if name in BASELINES: entry, model, trained[name] = _baseline_entry(name, ctx, grid, tune_s)
-        else: entry, model, trained[name] = _network_entry(name, ctx, tune_s, trained.get("two_tower") if name == "ranker" else None)
-        with Timer() as te:
-            res = evaluate(model, split.test, exclude=[full] if refit else [split.train, split.valid], ks=ks, item_features=tags, seed=seed)
-        entry.update(test=res.metrics, ci95={k: list(v) for k, v in res.ci.items()})
-        entry["timings"]["eval_s"] = te.elapsed
-        out["models"][name] = entry
-        log.info("%s: test %s=%.4f (valid %.4f) %s", name, select_by, res.metrics[select_by], entry["valid"][select_by],
+        if (why := _skip_reason(name, skipped)) is None:
+            try: out["models"][name] = entry = _model_entry(name, ctx, grid, tune_s, trained)
+            except ModelMemoryError as e: why = str(e)    # only memory: any other error is a bug or bad data and stops the run
+        if why is not None:
+            skipped[name] = why; log.warning("%s skipped: %s", name, why); continue
+        log.info("%s: test %s=%.4f (valid %.4f) %s", name, select_by, entry["test"][select_by], entry["valid"][select_by],
                  f"params={entry['params']}" if name in BASELINES else f"epochs={entry['training']['epochs']} fit {entry['timings']['fit_s']:.1f}s")
+    if not out["models"]:
+        raise ValueError(f"{dataset}: no model ran, every one requested was skipped: "
+                         + "; ".join(w if w.startswith(f"{n}:") else f"{n}: {w}" for n, w in skipped.items()))
     out["leaderboard"] = sorted(({"model": n, **{k: r["test"][k] for k in (f"ndcg@{k}" for k in ks)},
                                   **{f"recall@{k}": r["test"][f"recall@{k}"] for k in ks}} for n, r in out["models"].items()),
                                 key=lambda r: -r[select_by])

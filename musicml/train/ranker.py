@@ -19,6 +19,7 @@ from ..data.interactions import Interactions
 from ..eval.metrics import ndcg_at_k
 from .core import TrainConfig
 from .loop import TaskBase, TrainReport, fit_task
+from .memory import check_network_memory
 from ..models.side_info import feature_model
 from ..models.ranker import play_stats, RankerConfig, DCNRanker, DCNEnsemble, candidates, dense_features, graded_gains
 from ..models.base import Recommender, clone
@@ -115,6 +116,7 @@ class RankerRecommender(Recommender):
             callbacks: list | None = None, trainer_factory=None) -> RankerRecommender:
         if resume_from is not None and self.ensemble > 1:
             raise ValueError("resuming is supported for a single network (ensemble=1); an ensemble trains its members again")
+        check_network_memory(self, train)   # refuses up front when it will not fit (`train.memory`), as the baselines do
         self._remember(train)
         seed_everything(self.train.seed)
         self.stats_ = play_stats(train)

@@ -14,9 +14,10 @@ import torch
 
 from ..core import seed_everything
 from ..data.interactions import Interactions
-from ..eval.metrics import ndcg_at_k
+from ..eval.metrics import blockwise_ndcg
 from .core import TrainConfig
 from .loop import TaskBase, TrainReport, fit_task
+from .memory import check_network_memory
 from ..models.two_tower import padded_rows, TwoTowerConfig, TwoTower, in_batch_softmax_loss
 from ..models.base import Recommender
 
@@ -50,7 +51,7 @@ class TwoTowerTask(TaskBase):
         if self.val is None:  # fit without validation (e.g. a refit on train + valid for a chosen epoch count)
             return float("nan")
         users, truth, excl = self.val
-        return ndcg_at_k(self.scores(users).numpy(), truth, excl)
+        return blockwise_ndcg(lambda lo, hi: self.scores(users[lo:hi]).numpy(), truth, excl)  # block x items scores at a time
 
 # %% ../../nbs/45_train.two_tower.ipynb #30687d5e
 class TwoTowerRecommender(Recommender):
@@ -67,6 +68,7 @@ class TwoTowerRecommender(Recommender):
 
     def fit(self, train: Interactions, valid: Interactions | None = None, out_dir=None, resume_from=None,
             callbacks: list | None = None, trainer_factory=None) -> TwoTowerRecommender:
+        check_network_memory(self, train)   # refuses up front when it will not fit (`train.memory`), as the baselines do
         self._remember(train)
         seed_everything(self.train.seed)
         hist = padded_rows(train.users, train.items, -train.weights, train.n_users, self.history_len)
