@@ -64,3 +64,34 @@ def test_string_ids_are_refused_before_anything_is_written(tmp_path):
     p = run_cli("serve", "build-artifacts", "--dataset", tmp_path / "c.toml", "--out", tmp_path / "models", check=False)
     assert p.returncode != 0 and "interactions.user: the serving API takes integer user ids" in p.stderr and "'u0'" in p.stderr
     assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())
+
+
+def test_a_ranker_trained_on_a_card_serves_its_stack(tmp_path):
+    "`musicml train --model ranker --dataset CARD`, then `serve build-artifacts --dataset CARD --ranker`: the trained stack serves the card's items."
+    src = _movielens_like(tmp_path, n_users=150, n_items=120)        # more users than items: EASE solves item-side
+    card = tmp_path / "movies.toml"
+    run_cli("data", "card", src, "--out", card)
+    card.write_text(card.read_text() + '\n[items]\npath = "movies.csv"\nid = "movieId"\nname = "title"\nfeatures = {"genres" = "|"}\n')
+    run_cli("train", "--model", "ranker", "--dataset", card, "--out", tmp_path / "ranker", "--epochs", "1", "--no-progress")
+    models = tmp_path / "models"
+    run_cli("serve", "build-artifacts", "--dataset", card, "--ranker", tmp_path / "ranker" / "model", "--out", models, "--version", "r1")
+    man = json.loads((models / "r1" / "manifest.json").read_text())
+    assert man["data"]["dataset"] == str(card) and "ndcg@10" in man["data"]["artifacts"]["ranker"]["evaluation"]["test_full"]["metrics"]
+    seen = {}
+    for line in src.read_text().splitlines()[1:]:
+        u, i, r, _ = line.split(",")
+        if float(r) >= 4: seen.setdefault(int(u), set()).add(int(i))
+    with ServerProcess(str(models)) as srv:
+        for u in (1, 77, 150):
+            r = httpx.post(srv.url + "/v1/recommendations", json={"user_id": u, "k": 5}, timeout=30)
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert body["path"] == "personalized" and body["models"]["ranker"] == "dcn@r1" and body["models"]["two_tower"] == "two_tower@r1"
+            assert body["models"]["ease"] == "ease_items@r1"
+            items = {a["artist_id"] for a in body["items"]}
+            assert len(items) == 5 and all(a % 10 == 7 for a in items) and not items & seen[u]
+        # a wrong card for the artifact is refused before anything is written
+        other = tmp_path / "other.toml"
+        other.write_text(card.read_text().replace('name = "ratings"', 'name = "someone-else"'))
+        p = run_cli("serve", "build-artifacts", "--dataset", other, "--ranker", tmp_path / "ranker" / "model", "--out", tmp_path / "m2", check=False)
+        assert p.returncode != 0 and "someone-else" in p.stderr + p.stdout

@@ -17,8 +17,9 @@ from ..models.baselines import ALS, EASE, ItemKNN, topk_per_row, reweight
 from ..models.side_info import FriendsListen, TagProfile, friends_feature, gather_rows, profile_match
 
 # %% auto #0
-__all__ = ['STAGES', 'Retriever', 'ItemKNNRetriever', 'VectorRetriever', 'EmbeddingRetriever', 'EASERetriever', 'FriendsStage',
-           'TagProfileStage', 'BlendRanker', 'tag_vectors', 'mmr', 'mmr_batch', 'register_stage']
+__all__ = ['STAGES', 'Retriever', 'ItemKNNRetriever', 'VectorRetriever', 'EmbeddingRetriever', 'EASERetriever',
+           'EASEItemRetriever', 'FriendsStage', 'TagProfileStage', 'BlendRanker', 'tag_vectors', 'mmr', 'mmr_batch',
+           'register_stage']
 
 # %% ../../nbs/72_serve.stages.ipynb #e44ebac1
 def _sparse_topk(m: sp.csr_matrix, n: int):
@@ -153,8 +154,9 @@ class EASERetriever(Retriever):
         self.xt = self.x.T.tocsr()
         self.inv_diag, self.l2, self.weighting = np.asarray(inv_diag, np.float32), l2, weighting
     @classmethod
-    def from_model(cls, m: EASE) -> EASERetriever:
-        if m.b_ is not None: raise ValueError("EASERetriever needs an EASE fitted with users < items (the users-side solve)")
+    def from_model(cls, m: EASE) -> Retriever:
+        "The users-side stage, or `EASEItemRetriever` when the model was fit item-side (users >= items)."
+        if m.b_ is not None: return EASEItemRetriever(m.b_, m.weighting)
         return cls(m.x_, m.xp_, m.inv_diag_, m.l2, m.weighting)
     def scores(self, hist, users):
         h = reweight(hist, self.weighting)
@@ -172,6 +174,16 @@ class EASERetriever(Retriever):
     def state(self): return {"x": self.x, "xp": self.xpt.T, "inv_diag": self.inv_diag}, {"l2": self.l2, "weighting": self.weighting}
     @classmethod
     def from_state(cls, arrays, config): return cls(arrays["x"], arrays["xp"], arrays["inv_diag"], **config)
+
+class EASEItemRetriever(Retriever):
+    "EASE fit item-side (as many users as items or more): scores are the weighted history row times B (items x items)."
+    kind = "ease_items"
+    def __init__(self, b: np.ndarray, weighting: str = "binary"):
+        self.b, self.weighting = np.ascontiguousarray(b, np.float32), weighting
+    def scores(self, hist, users): return np.asarray(reweight(hist, self.weighting) @ self.b, np.float32)
+    def state(self): return {"b": self.b}, {"weighting": self.weighting}
+    @classmethod
+    def from_state(cls, arrays, config): return cls(arrays["b"], **config)
 
 # %% ../../nbs/72_serve.stages.ipynb #07408db2
 class FriendsStage:
@@ -281,7 +293,7 @@ def mmr_batch(items: list[np.ndarray],     # per query: candidate item indices, 
     return out
 
 # %% ../../nbs/72_serve.stages.ipynb #221058f5
-STAGES = {c.kind: c for c in (ItemKNNRetriever, EmbeddingRetriever, EASERetriever, FriendsStage, TagProfileStage, BlendRanker)}
+STAGES = {c.kind: c for c in (ItemKNNRetriever, EmbeddingRetriever, EASERetriever, EASEItemRetriever, FriendsStage, TagProfileStage, BlendRanker)}
 
 def register_stage(cls):
     "Make stage class `cls` loadable by its `kind` (a class decorator)."
