@@ -15,8 +15,8 @@ from .core import MissingExtra, require_extra
 from .data.datasets import DATASETS
 
 # %% auto #0
-__all__ = ['PLUGINS', 'EXTRA_OF', 'data_info', 'data_card_cmd', 'data_validate_cmd', 'evaluate_cmd', 'card_cmd', 'build_parser',
-           'missing_extra', 'add_plugins', 'main']
+__all__ = ['PLUGINS', 'RAY_READ_HELP', 'EXTRA_OF', 'data_info', 'data_card_cmd', 'data_validate_cmd', 'evaluate_cmd', 'card_cmd',
+           'build_parser', 'missing_extra', 'add_plugins', 'main']
 
 # %% ../nbs/90_cli.ipynb #169f7f73
 def _table(rows: list[tuple[str, object]]) -> str:
@@ -28,7 +28,8 @@ def data_info(args) -> int:
     "Print a dataset's statistics and known quirks (any other name or card file: the card's statistics and transforms)."
     if args.dataset not in DATASETS:
         from musicml.data.cards import dataset_stats, load_dataset, report_lines
-        d = load_dataset(args.dataset, args.data_dir)
+        if getattr(args, "ray", False): require_extra("dist", "ray", what="musicml data info --ray")
+        d = load_dataset(args.dataset, args.data_dir, ray=getattr(args, "ray", False))
         print(f"{d.name}  ({d.card.source})\n" + _table(list(dataset_stats(d).items())))
         for line in report_lines(d): print(line)
     elif args.dataset == "lastfm-2k":
@@ -89,6 +90,7 @@ def evaluate_cmd(args) -> int:
     if args.tune_minutes is not None:
         if args.tune_minutes < 0: raise ValueError(f"--tune-minutes must be >= 0, got {args.tune_minutes}")
         require_extra("train", "optuna", "optuna_integration", what="musicml evaluate --tune-minutes")
+    if getattr(args, "ray", False): require_extra("dist", "ray", what="musicml evaluate --ray")
     from musicml.recipes.leaderboard import format_leaderboard, log_tuning, run_leaderboard
     try:
         ks = [int(k) for k in _csv(args.ks)] if args.ks is not None else None
@@ -96,7 +98,7 @@ def evaluate_cmd(args) -> int:
         raise ValueError(f"--ks expects comma-separated integers like 10,20, got {args.ks!r}") from None
     res = run_leaderboard(args.dataset, models, ks=ks, seed=args.seed, data_dir=args.data_dir,
                           grid=args.grid, output=args.output, tune_minutes=args.tune_minutes,
-                          max_epochs=args.max_epochs)
+                          max_epochs=args.max_epochs, ray=getattr(args, "ray", False))
     for r in res.get("data_report", []):                   # transforms are never silent
         if r["step"] != "read": print(f"{res['dataset']}: {r['step']}: {r['rule']} — removed {r['removed']:,}", file=sys.stderr)
     print(format_leaderboard(res))
@@ -117,6 +119,8 @@ def card_cmd(args) -> int:
     from musicml.recipes.cards import card_text
     sys.stdout.write(card_text(args.artifact)); return 0
 
+RAY_READ_HELP = "read a card's Parquet interactions through Ray Data (the [dist] extra; CSV/TSV files are read as without it)"
+
 def build_parser() -> argparse.ArgumentParser:
     "The `musicml` argument parser with every available subcommand."
     p = argparse.ArgumentParser(prog="musicml", description="Music recommendation workbench")
@@ -125,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     info = data.add_parser("info", help="statistics of a dataset: a built-in name or a dataset card file")
     info.add_argument("dataset", help="lastfm-2k, lastfm-2k-tags, musiccaps, synthetic:N, or a card file (TOML)")
     info.add_argument("--data-dir", help="data root (default: $MUSICML_DATA or the download cache)")
+    info.add_argument("--ray", action="store_true", help=RAY_READ_HELP)
     info.set_defaults(func=data_info)
     dc = data.add_parser("card", help="draft a dataset card from a file's header and a sample")
     dc.add_argument("file", help="an interactions file: CSV, TSV or Parquet (or a directory of Parquet shards)")
@@ -149,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--output", help="write the leaderboard JSON here")
     ev.add_argument("--data-dir", help="data root (default: $MUSICML_DATA or the download cache)")
     ev.add_argument("--track", action="store_true", help="log the run to MLflow (needs the [experiment] extra)")
+    ev.add_argument("--ray", action="store_true", help=RAY_READ_HELP)
     ev.set_defaults(func=evaluate_cmd)
     card = sub.add_parser("card", help="print the model card of a `musicml train` artifact or a serving bundle")
     card.add_argument("artifact", help="artifact directory (e.g. artifacts/sasrec/model) or bundle directory (models/<version>)")

@@ -239,3 +239,21 @@ def test_ray_read_equals_local_read(tmp_path, monkeypatch):
     for k in ("users", "items", "weights", "times", "user_ids", "item_ids"):
         assert getattr(a.interactions, k).tobytes() == getattr(b.interactions, k).tobytes(), k
     assert not ray.is_initialized()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_evaluate_reads_a_card_through_ray_with_the_same_split(tmp_path):
+    "`musicml evaluate --ray` reads the card's Parquet shards with Ray Data: the same split and the same scores as without."
+    pytest.importorskip("ray")
+    _, card = _shards(tmp_path, rows=60)
+    env = {"RAY_USAGE_STATS_ENABLED": "0"}
+    res, err = {}, {}
+    for flag in ((), ("--ray",)):
+        out = tmp_path / f"lb{len(flag)}.json"
+        err[flag] = run_cli("evaluate", "--models", "pop", "--dataset", card, "--ks", "5,10", "--output", out, *flag, env=env).stderr
+        res[flag] = json.loads(out.read_text())
+    assert "ReadFilesParquet" in err[("--ray",)] and "ReadFilesParquet" not in err[()]       # Ray Data did the read
+    assert res[("--ray",)]["split"] == res[()]["split"] and res[()]["split"]["train"] > 0
+    assert res[("--ray",)]["models"]["pop"]["test"] == res[()]["models"]["pop"]["test"]
+    assert res[("--ray",)]["data_report"] == res[()]["data_report"]

@@ -16,7 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..core import Timer, environment, get_logger, seed_everything
-from ..data.cards import load_card
+from ..data.cards import load_card, load_dataset
 from ..data.interactions import Interactions, artist_tag_matrix
 from ..data.tasks import load_task
 from ..eval.evaluator import evaluate
@@ -121,9 +121,11 @@ def pruning_callback(trial, monitor: str = "val_ndcg@10"):
     return EpochEndPruning(trial, monitor)
 
 # %% ../../nbs/88b_recipes.leaderboard.ipynb #bff4b0d3
-def load_split(dataset: str = "lastfm-2k", seed: int | None = None, data_dir=None, with_data: bool = False):
+def load_split(dataset: str = "lastfm-2k", seed: int | None = None, data_dir=None, with_data: bool = False,
+               ray: bool = False):  # a card's Parquet interactions read through Ray Data (`data.cards.load_dataset`)
     "A dataset's split (lastfm-2k: 8:1:1 per-user random; a card: its protocol) and its item x tag/feature matrix (+ the data)."
-    d, split = load_task("plays", data_dir, seed, dataset=dataset)
+    data = load_dataset(dataset, data_dir, ray=True) if ray and str(dataset) != "lastfm-2k" else None
+    d, split = load_task("plays", data_dir, seed, data=data, dataset=dataset)
     feats = artist_tag_matrix(d, split.train.item_ids) if str(dataset) == "lastfm-2k" else d.item_feature_matrix(split.train.item_ids)
     return (split, feats, d) if with_data else (split, feats)
 
@@ -242,12 +244,13 @@ def run_leaderboard(dataset: str = "lastfm-2k",            # a built-in dataset 
                     output: str | Path | None = None,       # write the JSON here
                     tune_minutes: float | None = None,      # Optuna TPE on validation, this wall-clock budget over all models
                     max_epochs: int | None = None,          # cap on every network's epochs (default: its recipe's)
+                    ray: bool = False,                      # read the card's Parquet interactions through Ray Data
                    ) -> dict:
     "Tune on validation, evaluate on test, return (and optionally write) the leaderboard; a model too big for memory is skipped with the reason."
     if grid not in ("full", "default"): raise ValueError(f"grid must be 'full' or 'default', got {grid!r}")
     expand_models(models, True)                               # unknown names stop here, before any data is read
     log, t0 = get_logger("musicml.eval"), time.perf_counter()
-    split, tags, d = load_split(dataset, seed, data_dir, with_data=True)
+    split, tags, d = load_split(dataset, seed, data_dir, with_data=True, ray=ray)
     names, skipped = expand_models(models, split.train.times is not None)
     for n, why in skipped.items(): log.warning("%s skipped: %s", n, why)
     card = load_card("lastfm-2k" if str(dataset) == "lastfm-2k" else d.card)
