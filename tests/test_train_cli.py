@@ -57,3 +57,30 @@ def test_train_track_logs_an_mlflow_run(tmp_path):
     run = runs.iloc[0]
     assert run["params.model"] == "sasrec" and run["params.recipe"] == "reference"
     assert 0 <= run["metrics.test_full.ndcg_at_10"] <= 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_train_ray_reads_a_card_through_ray_data(tmp_path):
+    "`musicml train --ray --dataset CARD`: the card read once through Ray Data, handed to the Ray Train worker; the artifact records that card and the split of a local read."
+    pa = pytest.importorskip("pyarrow")
+    pytest.importorskip("ray")
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from musicml.data.tasks import load_task
+    rng = np.random.default_rng(0)
+    (tmp_path / "shards").mkdir()
+    for k in range(2):
+        pq.write_table(pa.table({"u": rng.integers(0, 30, 300), "i": rng.integers(0, 40, 300), "t": rng.integers(0, 10**6, 300)}),
+                       tmp_path / "shards" / f"p{k}.parquet")
+    card = tmp_path / "c.toml"
+    card.write_text('name = "s"\nlicense = "CC0"\n[interactions]\npath = "shards"\nuser = "u"\nitem = "i"\ntimestamp = "t"\n')
+    out = tmp_path / "art"
+    r = subprocess.run([sys.executable, "-m", "musicml.train.cli", "train", "--model", "two_tower", "--dataset", str(card), "--ray",
+                        "--workers", "1", "--epochs", "1", "--out", str(out)], capture_output=True, text=True, timeout=380,
+                       env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "ReadFilesParquet" in r.stderr                                      # Ray Data did the read
+    m = verify_manifest(out / "model")
+    assert m["dataset"] == str(card.resolve()) and m["split"] == load_task("two_tower", dataset=card)[1].summary()

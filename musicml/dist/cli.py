@@ -42,7 +42,7 @@ def run_train_ray(args) -> int:
     overrides = {k: getattr(args, k, None) for k in keys}
     out = args.out or os.path.join("artifacts", args.model)
     res = train_model_ray(args.model, out, args.recipe, args.data, _address(args), args.workers, args.gpu,
-                          args.cpus_per_worker, args.num_cpus, args.resume, **overrides)
+                          args.cpus_per_worker, args.num_cpus, args.resume, dataset=args.dataset, **overrides)
     print(json.dumps({"artifact": os.path.join(out, "model"), "test_ndcg@10": res["test_full"]["ndcg@10"],
                       "workers": res["num_workers"], "resumed_from_epoch": res["resumed_from_epoch"]}))
     return 0

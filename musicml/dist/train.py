@@ -165,8 +165,11 @@ def fit_train_model(out_dir, resume_from=None, trainer_factory=None, model: str 
 
 def train_model_ray(model: str, out, recipe: str = "optimized", data_path=None, address: str | None = None,
                     num_workers: int = 2, use_gpu: bool = False, cpus_per_worker: float = 1, num_cpus: int | None = None,
-                    resume_from=None, **overrides) -> dict:
+                    resume_from=None,
+                    dataset: str = "lastfm-2k",   # or a dataset card: read once, through Ray Data, and handed to the workers
+                    **overrides) -> dict:
     "`musicml train --ray`: `train_model` on `num_workers` Ray workers (a local Ray unless `address`); returns metrics."
+    from musicml.data.cards import load_dataset
     from musicml.dist.data import ray_session
     from musicml.recipes.registry import recipe_config
     if model == "ranker":
@@ -175,5 +178,7 @@ def train_model_ray(model: str, out, recipe: str = "optimized", data_path=None, 
     ov = {**{k: v for k, v in overrides.items() if v is not None}, **global_batch(cfg, num_workers), "devices": 1,
           "progress": False}
     with ray_session(address, num_cpus=num_cpus or max(int(num_workers * cpus_per_worker), 1)):
-        return ray_fit(fit_train_model, dict(model=model, recipe=recipe, data_path=data_path, **ov), out, num_workers,
-                       use_gpu, cpus_per_worker, resume_from=resume_from, name=f"train-{model}")
+        data = None if str(dataset) == "lastfm-2k" else load_dataset(dataset, data_path, ray=True)   # in this session
+        if Path(dataset).is_file(): dataset = Path(dataset).resolve()      # the workers' working directory is Ray's
+        return ray_fit(fit_train_model, dict(model=model, recipe=recipe, data_path=data_path, dataset=str(dataset), data=data, **ov),
+                       out, num_workers, use_gpu, cpus_per_worker, resume_from=resume_from, name=f"train-{model}")

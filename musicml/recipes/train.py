@@ -65,6 +65,7 @@ def build_model(model: str, recipe: str, d=None, split=None,
 # %% ../../nbs/88a_recipes.train.ipynb #2eb0fdc0
 def train_model(model: str, out, recipe: str = "optimized", data_path=None, resume_from=None, trainer_factory=None,
                 dataset: str = "lastfm-2k",  # or a dataset card: a built-in name or a card file (`data.cards`)
+                data=None,                   # `dataset` already read (`data.cards.load_dataset`, e.g. through Ray Data)
                 **overrides) -> dict:
     "Train `model` on its task's split (`trainer_factory`: a Lightning `Trainer` of your own, as Ray Train's), evaluate on the test split and write the artifact directory `out`; returns metrics."
     from musicml.eval.evaluator import evaluate, evaluate_sampled
@@ -74,7 +75,7 @@ def train_model(model: str, out, recipe: str = "optimized", data_path=None, resu
     from musicml.recipes.cards import card_fields, reproduce_command, write_card
     from musicml.train.checkpoint import save_checkpoint
     out = Path(out)
-    d, s = load_task(model, data_path, dataset=dataset)         # a bad card or file stops here, before anything is written
+    d, s = load_task(model, data_path, data=data, dataset=dataset)         # a bad card or file stops here, before anything is written
     out.mkdir(parents=True, exist_ok=True)
     m = build_model(model, recipe, d, s, **overrides)
     t0 = time.perf_counter()
