@@ -13,19 +13,22 @@ from ..data.interactions import Interactions
 from ..models.baselines import ModelMemoryError, available_memory
 
 # %% auto #0
-__all__ = ['EVAL_BLOCK', 'NETWORK_MEMORY', 'ALTERNATIVES', 'adam_bytes', 'score_bytes', 'describe', 'two_tower_memory',
-           'sasrec_windows', 'sasrec_memory', 'ranker_memory', 'network_memory', 'check_network_memory']
+__all__ = ['EVAL_BLOCK', 'VAL_BLOCK', 'NETWORK_MEMORY', 'ALTERNATIVES', 'adam_bytes', 'score_bytes', 'describe',
+           'two_tower_memory', 'sasrec_windows', 'sasrec_memory', 'ranker_memory', 'network_memory',
+           'check_network_memory']
 
 # %% ../../nbs/43a_train.memory.ipynb #6fcbbfa3
 EVAL_BLOCK = 1024   # users `eval.evaluator.evaluate` scores at once
+VAL_BLOCK = 4096    # users `eval.metrics.blockwise_ndcg` scores at once (the two-tower's and SASRec's validation)
 
 def adam_bytes(n_params: int) -> int:
     "Float32 weights, gradients and AdamW's two moments."
     return 16 * int(n_params)
 
-def score_bytes(n_users: int, n_items: int) -> int:
-    "The users x items float32 scores of validation (every validation user at once, and the masked copy NDCG ranks) or of one evaluation block (scores, masked copy, truth), whichever is larger."
-    return max(2 * 4 * n_users * n_items, 3 * 4 * min(EVAL_BLOCK, n_users) * n_items)
+def score_bytes(n_users: int, n_items: int, val_block: int | None = VAL_BLOCK) -> int:
+    "Float32 scores of a validation block (`val_block=None`: every validation user at once) or of an evaluation block, whichever is larger, at 20 bytes a score: the scores, the copy that is masked, its negation and the int64 indices `np.argpartition` returns (`eval.metrics.top_k`)."
+    v = n_users if val_block is None else min(val_block, n_users)
+    return 20 * max(v, min(EVAL_BLOCK, n_users)) * n_items
 
 def _size(n: int) -> str: return f"{n / 2**30:.1f} GiB" if n >= 2**28 else f"{n / 2**20:.1f} MiB"
 
@@ -46,7 +49,7 @@ def two_tower_memory(m, train: Interactions) -> tuple[int, str]:
         f"AdamW training of {params:,} parameters": adam_bytes(params),
         "int64 histories, tags and events": 8 * (U * m.history_len + m.item_tags.numel() + 2 * E),
         f"a {b:,}-row batch (history bags, in-batch logits)": 3 * 4 * b * m.history_len * d + 4 * 4 * b * b,
-        f"{U:,} x {N:,} float32 validation and evaluation scores": score_bytes(U, N)})
+        f"float32 validation and evaluation scores of {min(U, VAL_BLOCK):,} users x {N:,} items": score_bytes(U, N)})
 
 # %% ../../nbs/43a_train.memory.ipynb #79ec8c1c
 def sasrec_windows(train: Interactions, max_len: int, all_windows: bool = True) -> int:
@@ -66,18 +69,18 @@ def sasrec_memory(m, train: Interactions) -> tuple[int, str]:
         f"AdamW training of {params:,} parameters": adam_bytes(params),
         f"{w:,} int64 windows of {L}": 2 * 8 * w * L,
         f"a {b:,}-row batch ({m.layers} blocks, {width:,} logits a position)": m.layers * per_layer + 3 * 4 * b * L * width,
-        f"{U:,} x {N:,} float32 validation and evaluation scores": score_bytes(U, N)})
+        f"float32 validation and evaluation scores of {min(U, VAL_BLOCK):,} users x {N:,} items": score_bytes(U, N)})
 
 # %% ../../nbs/43a_train.memory.ipynb #3ce484db
 def ranker_memory(m, train: Interactions) -> tuple[int, str]:
-    "A `RankerRecommender`'s need on `train`: every user's retrieval scores (and a feature model's) for the candidate lists, the lists of every fold, a DCN per ensemble member with AdamW, a batch."
+    "A `RankerRecommender`'s need on `train`: every user's retrieval scores ranked for the candidate lists, the lists of every fold, a DCN per ensemble member with AdamW, a batch."
     U, N, d, C, b = train.n_users, train.n_items, m.dim, m.n_candidates, m.train.batch_size
     n_dense = 6 + len(m.feature_models)                                   # `models.ranker.dense_features` + one per feature model
     d0, hidden, lists = 3 * d + n_dense, 128, (1 + m.label_folds) * U
     params = (U + N + m.n_tags + 1) * d + 2 * (d0 * d0 + d0) + _mlp_params(d0, hidden, hidden) + d0 + hidden + 1
     return describe({
-        f"{U:,} x {N:,} float32 retrieval{' and feature' if m.feature_models else ''} scores":
-            4 * U * N * (2 + bool(m.feature_models)) + score_bytes(U, N),
+        f"{U:,} x {N:,} float32 retrieval scores":
+            score_bytes(U, N, val_block=None),   # `candidates` ranks every user's items at once
         f"{lists:,} lists of {C} candidates": lists * C * (8 + 2 * 4 * n_dense + 4),    # ids, raw and normalised features, gains
         f"AdamW training of {params:,} parameters x {m.ensemble} members": adam_bytes(params) + 4 * params * (m.ensemble - 1),
         f"a {b:,}-list batch": 3 * 4 * b * C * (d0 + hidden)})
