@@ -1,6 +1,6 @@
 """A dataset nobody here has looked at, from a drafted card to a live service (#17): `musicml serve build-artifacts --dataset
 CARD` writes a bundle of all its events with the card's titles and licence, and `musicml serve` answers for its users on
-loopback; a card whose ids are strings is refused before anything is written (the API speaks integer ids)."""
+loopback; a card whose ids are strings serves them as strings, and a string sent to an integer-id bundle is a clear 422."""
 import json
 
 import httpx
@@ -57,13 +57,45 @@ def test_a_drafted_card_builds_a_bundle_that_serves(tmp_path):
         assert httpx.post(srv.url + "/v1/recommendations", json={"user_id": 99999, "k": 5}, timeout=30).json()["path"] == "cold_start"
 
 
-def test_string_ids_are_refused_before_anything_is_written(tmp_path):
-    (tmp_path / "log.csv").write_text("listener,track,n\n" + "\n".join(f"u{u},t{i},1" for u in range(40) for i in range(u, u + 10)) + "\n")
+def test_string_ids_are_served_as_strings(tmp_path):
+    "A card whose ids are strings (Last.fm 1K, Amazon, MSD style) builds a bundle that takes and answers with those strings."
+    rows = [f"user_{u:03d},track/{(u * 7 + j * 3) % 60:02d},{1 + (u + j) % 5}" for u in range(80) for j in range(12)]
+    (tmp_path / "log.csv").write_text("listener,track,n\n" + "\n".join(rows) + "\n")
     (tmp_path / "c.toml").write_text('name = "s"\n[interactions]\npath = "log.csv"\nuser = "listener"\nitem = "track"\nweight = "n"\n')
-    run_cli("evaluate", "--dataset", tmp_path / "c.toml", "--models", "pop", "--grid", "default")      # evaluation takes string ids
-    p = run_cli("serve", "build-artifacts", "--dataset", tmp_path / "c.toml", "--out", tmp_path / "models", check=False)
-    assert p.returncode != 0 and "interactions.user: the serving API takes integer user ids" in p.stderr and "'u0'" in p.stderr
-    assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())
+    run_cli("evaluate", "--dataset", tmp_path / "c.toml", "--models", "pop", "--grid", "default")
+    models = tmp_path / "models"
+    run_cli("serve", "build-artifacts", "--dataset", tmp_path / "c.toml", "--out", models, "--retrievers", "itemknn,als", "--version", "s1")
+    seen = {}
+    for r in rows: u, i, _ = r.split(","); seen.setdefault(u, set()).add(i)
+    with ServerProcess(str(models)) as srv:
+        r = httpx.post(srv.url + "/v1/recommendations", json={"user_id": "user_007", "k": 5}, timeout=30)
+        assert r.status_code == 200, r.text
+        body = r.json(); got = [a["artist_id"] for a in body["items"]]
+        assert body["path"] == "personalized" and body["user_id"] == "user_007" and len(got) == 5
+        assert all(isinstance(a, str) and a.startswith("track/") for a in got) and not set(got) & seen["user_007"]
+        r = httpx.post(srv.url + "/v1/recommendations", json={"recent_artist_ids": ["track/03", "no-such-track"], "k": 3,
+                                                              "filters": {"exclude_artist_ids": [got[0]]}}, timeout=30).json()
+        assert r["unknown_artist_ids"] == ["no-such-track"] and got[0] not in [a["artist_id"] for a in r["items"]]
+        r = httpx.post(srv.url + "/v1/rank", json={"user_id": "user_007", "candidate_ids": ["track/01", "track/02", "x"]}, timeout=30).json()
+        assert sorted(a["artist_id"] for a in r["items"]) == ["track/01", "track/02"] and r["unknown_candidate_ids"] == ["x"]
+        s = httpx.get(srv.url + "/v1/artists/track%2F05/similar", timeout=30)
+        assert s.status_code == 200 and s.json()["artist_id"] == "track/05" and s.json()["items"], s.text
+        assert httpx.get(srv.url + "/v1/artists/nope/similar", timeout=30).status_code == 404
+        assert httpx.post(srv.url + "/v1/recommendations", json={"user_id": "someone-new", "k": 3}, timeout=30).json()["path"] == "cold_start"
+
+
+def test_a_string_id_sent_to_an_integer_bundle_is_a_clear_422(tmp_path):
+    src = _movielens_like(tmp_path, n_users=60, n_items=80)
+    card = tmp_path / "m.toml"
+    run_cli("data", "card", src, "--out", card)
+    run_cli("serve", "build-artifacts", "--dataset", card, "--out", tmp_path / "models", "--retrievers", "itemknn", "--version", "i1")
+    with ServerProcess(str(tmp_path / "models")) as srv:
+        r = httpx.post(srv.url + "/v1/recommendations", json={"user_id": "7", "k": 3}, timeout=30)
+        assert r.status_code == 422 and r.json()["field"] == "body.user_id" and "serves integer ids" in r.json()["message"], r.text
+        r = httpx.post(srv.url + "/v1/rank", json={"user_id": 7, "candidate_ids": [17, "x"]}, timeout=30)
+        assert r.status_code == 422 and r.json()["field"] == "body.candidate_ids.1"
+        assert httpx.get(srv.url + "/v1/artists/abc/similar", timeout=30).status_code == 422
+        assert httpx.get(srv.url + "/v1/artists/17/similar", timeout=30).status_code == 200
 
 
 def test_a_ranker_trained_on_a_card_serves_its_stack(tmp_path):

@@ -100,7 +100,7 @@ def test_full_queue_is_a_counted_429_and_bad_events_are_422s(models, tmp_path):
     with ServerProcess(models, env=env, log_path=tmp_path / "server.log") as srv:
         r = httpx.post(srv.url + "/v1/events", json=[_event(1), {**_event(1), "user_id": "3"}], timeout=10)
         assert r.status_code == 422 and r.json()["field"] == "body.1.user_id", r.text
-        assert "valid integer" in r.json()["message"]
+        assert "serves integer ids" in r.json()["message"]
         r = httpx.post(srv.url + "/v1/events", json=_event(1, type="like"), timeout=10)
         assert r.status_code == 422 and r.json()["field"] == "body.type" and "'play', 'skip' or 'click'" in r.json()["message"]
         r = httpx.post(srv.url + "/v1/events", json=[_event(1)] * 501, timeout=10)

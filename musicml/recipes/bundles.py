@@ -91,11 +91,7 @@ def dataset_events(d) -> Interactions:
     from musicml.data.interactions import lastfm_plays
     if not isinstance(d, CardData): return lastfm_plays(d)
     if d.interactions is None: raise ValueError(f"{d.card.source}: a serving bundle needs [interactions]; this card only describes a catalogue")
-    x = d.interactions
-    for key, ids in (("user", x.user_ids), ("item", x.item_ids)):   # the service's API v1 speaks integer ids (docs/openapi.json)
-        if ids.dtype.kind not in "iu":
-            raise ValueError(f"{d.card.source}: interactions.{key}: the serving API takes integer {key} ids; this card's are strings "
-                             f"like {str(ids[0])!r}. Evaluate and train work on them; to serve, give the ids as integers in the file")
+    x = d.interactions                 # string ids are served as strings (API v1 takes either; `Bundle.string_ids`)
     return x if d.test is None else Interactions.concat(x, d.test)
 
 def dataset_items(d, x: Interactions) -> tuple[np.ndarray, sp.csr_matrix]:

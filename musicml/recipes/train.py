@@ -38,11 +38,7 @@ def build_model(model: str, recipe: str, d=None, split=None,
     kw.update(model_kw or {})
     if model == "sasrec":
         from musicml.train.sasrec import SASRecRecommender
-        m = SASRecRecommender(train=cfg, **kw)
-        if split is not None:   # its memory check (`train.memory`), here until SASRecRecommender.fit makes it as the other networks' fit does
-            from musicml.train.memory import check_network_memory
-            check_network_memory(m, split.train)
-        return m
+        return SASRecRecommender(train=cfg, **kw)
     from musicml.train.two_tower import TwoTowerRecommender
     tags, n_tags = item_tokens(d, split.train.item_ids)
     if model == "two_tower":

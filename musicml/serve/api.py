@@ -15,7 +15,7 @@ import orjson
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .errors import ERROR_RESPONSES, ErrorV1
+from .errors import ERROR_RESPONSES, ErrorV1, echo
 from .metrics import request_id
 from .pipeline import Pipeline, make_query
 from ..experiment.assign import Assignment
@@ -24,11 +24,13 @@ from .registry import CHAMPION, Bundle
 # %% auto #0
 __all__ = ['ArtistId', 'UserId', 'STRICT', 'Pipe', 'router', 'FiltersV1', 'RecommendationRequestV1', 'ArtistV1',
            'RecommendationResponseV1', 'RankRequestV1', 'RankResponseV1', 'SimilarResponseV1', 'get_pipeline', 'route',
-           'recommendations', 'rank', 'similar']
+           'check_id_kinds', 'recommendations', 'rank', 'similar']
 
 # %% ../../nbs/76_serve.api.ipynb #16412f20
-ArtistId = Annotated[int, Field(ge=0, le=2**31 - 1)]
-UserId = Annotated[int, Field(ge=0, le=2**31 - 1)]
+_IntId = Annotated[int, Field(ge=0, le=2**31 - 1)]
+_StrId = Annotated[str, Field(min_length=1, max_length=256)]
+ArtistId = _IntId | _StrId   # a string only where the bundle was built from a card whose ids are strings (`Bundle.string_ids`)
+UserId = _IntId | _StrId
 
 STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)   # no bool -> int, no "5" -> 5, no NaN
 
@@ -40,7 +42,7 @@ class FiltersV1(BaseModel):
 
 class _Who(BaseModel):
     model_config = STRICT
-    user_id: UserId | None = Field(None, description="Last.fm user id; unknown users get the cold-start path")
+    user_id: UserId | None = Field(None, description="user id (a string where the model's data has string ids); unknown users get the cold-start path")
     recent_artist_ids: list[ArtistId] | None = Field(None, max_length=500,
         description="recent artists, used as the history instead of the user's (unknown ids are ignored and reported)")
     @model_validator(mode="after")
@@ -58,7 +60,7 @@ class RecommendationRequestV1(_Who):
 
 class ArtistV1(BaseModel):
     "One ranked artist."
-    artist_id: int
+    artist_id: int | str
     name: str | None
     score: float
     rank: int
@@ -76,13 +78,13 @@ class _Served(BaseModel):
 
 class RecommendationResponseV1(_Served):
     "Body of a successful `POST /v1/recommendations`."
-    user_id: int | None
+    user_id: int | str | None
     k: int
     items: list[ArtistV1]
     path: Literal["personalized", "cold_start", "fallback"]
     degraded: bool
     degraded_reasons: list[str]
-    unknown_artist_ids: list[int]
+    unknown_artist_ids: list[int | str]
 
 class RankRequestV1(_Who):
     "Body of `POST /v1/rank`."
@@ -95,12 +97,12 @@ class RankResponseV1(_Served):
     path: Literal["personalized", "cold_start"]
     degraded: bool
     degraded_reasons: list[str]
-    unknown_artist_ids: list[int]
-    unknown_candidate_ids: list[int] = Field(default_factory=list, description="candidate ids not in the catalog (not ranked)")
+    unknown_artist_ids: list[int | str]
+    unknown_candidate_ids: list[int | str] = Field(default_factory=list, description="candidate ids not in the catalog (not ranked)")
 
 class SimilarResponseV1(_Served):
     "Body of `GET /v1/artists/{artist_id}/similar`."
-    artist_id: int
+    artist_id: int | str
     stage: str
     items: list[ArtistV1]
 
@@ -128,7 +130,7 @@ def _served(b: Bundle, t: float, a: Assignment | None = None, alias: str = CHAMP
     return dict(request_id=request_id.get() or "", model_version=b.version, model_alias=alias, arm=a.arm if a else None,
                 models=b.stage_versions, took_ms=(time.perf_counter() - t) * 1e3)
 
-def route(request: Request, p: Pipeline, user_id: int | None) -> tuple[Bundle, Assignment | None, str]:
+def route(request: Request, p: Pipeline, user_id: int | str | None) -> tuple[Bundle, Assignment | None, str]:
     "(bundle, assignment, alias) of a request: the alias of the user's arm of the live experiment (or the canary's), else champion (503 while not loaded)."
     x = getattr(request.app.state, "experiment", None)
     a, alias = x.route(user_id) if x is not None else (None, CHAMPION)
@@ -139,14 +141,24 @@ def route(request: Request, p: Pipeline, user_id: int | None) -> tuple[Bundle, A
     if p.metrics is not None: p.metrics.arm_request(a.arm if a else None, alias)
     return b, a, alias
 
+def check_id_kinds(b: Bundle, **fields):
+    "422 naming the field (`body.candidate_ids.3`) when a string id reaches a bundle whose ids are integers: the model cannot know it."
+    if b.string_ids: return
+    for name, v in fields.items():
+        at = next(((f"body.{name}.{i}" if isinstance(v, list) else f"body.{name}", x) for i, x in enumerate(v if isinstance(v, list) else [v])
+                   if isinstance(x, str)), None)
+        if at is not None:
+            raise HTTPException(422, {"message": f"{at[0]}: model version {b.version} serves integer ids; got the string {echo(at[1])}", "field": at[0]})
+
 # %% ../../nbs/76_serve.api.ipynb #83d64d98
 @router.post("/recommendations", response_model=RecommendationResponseV1, responses=_ERR)
 async def recommendations(req: RecommendationRequestV1, p: Pipe, request: Request) -> Response:
     "Top-k artists for a user or a list of recent artists (retrieval → ranking → post-processing)."
     t = time.perf_counter(); b, a, alias = route(request, p, req.user_id)
+    check_id_kinds(b, user_id=req.user_id, recent_artist_ids=req.recent_artist_ids, **{"filters.exclude_artist_ids": req.filters.exclude_artist_ids})
     try:
         q = make_query(b, req.user_id, req.recent_artist_ids)
-        ex = np.array([i for i in (b.item_index.get(a, -1) for a in req.filters.exclude_artist_ids) if i >= 0], np.int64)
+        ex = np.array([i for i in (b.item_row(a) for a in req.filters.exclude_artist_ids) if i >= 0], np.int64)
         r = await p.recommend(q, req.k, req.exclude_seen, ex, req.filters.min_listeners, req.diversity)
         body = dict(api_version="v1", **_served(b, t, a, alias), user_id=req.user_id, k=req.k, items=_artists(b, r.items, r.scores, r.sources),
                     path=r.path, degraded=bool(r.degraded), degraded_reasons=r.degraded, unknown_artist_ids=q.unknown_artist_ids)
@@ -180,7 +192,8 @@ def _log_exposure(request: Request, user_id: int | None, a: Assignment | None, b
 async def rank(req: RankRequestV1, p: Pipe, request: Request) -> Response:
     "Ranker scores of the given candidate artists for a user or history, best first."
     t = time.perf_counter(); b, a, alias = route(request, p, req.user_id)
-    idx = [b.item_index.get(a, -1) for a in req.candidate_ids]
+    check_id_kinds(b, user_id=req.user_id, recent_artist_ids=req.recent_artist_ids, candidate_ids=req.candidate_ids)
+    idx = [b.item_row(a) for a in req.candidate_ids]
     unknown = [a for a, i in zip(req.candidate_ids, idx) if i < 0]           # reported, like unknown recent artists
     q = make_query(b, req.user_id, req.recent_artist_ids)
     items = np.unique(np.array([i for i in idx if i >= 0], np.int32))        # dedupe
@@ -194,14 +207,18 @@ async def rank(req: RankRequestV1, p: Pipe, request: Request) -> Response:
                       path="cold_start" if q.cold else "personalized", degraded=bool(degraded),
                       degraded_reasons=degraded, unknown_artist_ids=q.unknown_artist_ids, unknown_candidate_ids=unknown))
 
-@router.get("/artists/{artist_id}/similar", response_model=SimilarResponseV1,
+@router.get("/artists/{artist_id:path}/similar", response_model=SimilarResponseV1,
             responses={404: {"model": ErrorV1, "description": "unknown artist"}, **_ERR})
-async def similar(artist_id: Annotated[int, Path(ge=0, le=2**31 - 1)], p: Pipe,
+async def similar(artist_id: Annotated[str, Path(min_length=1, max_length=256, description="an integer, or a string where the model's data has string ids")], p: Pipe,
                   request: Request, k: Annotated[int, Query(ge=1, le=100)] = 10) -> Response:
     "The artists most similar to `artist_id` (ItemKNN neighbours, else embedding cosine; champion's model: no user, no arm)."
     t = time.perf_counter(); b, _, _ = route(request, p, None)
-    i = b.item_index.get(artist_id)
-    if i is None: raise HTTPException(404, f"unknown artist_id {artist_id} (not in the catalog of model {b.version})")
+    if not b.string_ids:                                      # an integer-id catalog: the path must be one
+        if not (artist_id.isascii() and artist_id.isdigit() and int(artist_id) < 2**31):
+            raise HTTPException(422, {"message": f"artist_id: model version {b.version} serves integer ids (0 to 2^31 - 1); got {artist_id[:64]!r}", "field": "artist_id"})
+        artist_id = int(artist_id)
+    i = b.item_row(artist_id)
+    if i < 0: raise HTTPException(404, f"unknown artist_id {artist_id} (not in the catalog of model {b.version})")
     try: items, scores, stage = p.similar(b, i, k)
     except LookupError as e: raise HTTPException(503, str(e)) from None
     return _json(dict(api_version="v1", **_served(b, t), artist_id=artist_id, stage=stage,

@@ -171,7 +171,7 @@ def _templates(app) -> list:
     t = getattr(app.state, "route_templates", None)
     if t is None:
         paths = [r.path for r in app.routes if isinstance(getattr(r, "path", None), str)] + list(app.openapi().get("paths", {}))
-        t = app.state.route_templates = [(compile_path(p)[0], p) for p in dict.fromkeys(paths)]
+        t = app.state.route_templates = [compile_path(p)[:2] for p in dict.fromkeys(paths)]   # (regex, template without converters)
     return t
 
 def route_label(scope) -> str:
@@ -179,7 +179,7 @@ def route_label(scope) -> str:
     # requests refused before routing (413, 408) and routes that are not API routes (/docs, /openapi.json) have no
     # scope["route"]: match them here, so every path is labelled
     r = scope.get("route")
-    if r is not None: return r.path
+    if r is not None: return getattr(r, "path_format", r.path)   # `{artist_id}`, not `{artist_id:path}`
     app = scope.get("app")
     if app is None: return "unmatched"
     return next((p for rx, p in _templates(app) if rx.match(scope["path"])), "unmatched")
@@ -589,7 +589,7 @@ def _shape(s) -> str:
 
 def _bounds(where: str, old: dict, new: dict) -> list[str]:
     out = [f"{where}: {k} lowered {old[k]} -> {new.get(k)}" for k in _UPPER if k in old and (k not in new or new[k] < old[k]) and k in new]
-    out += [f"{where}: {k} raised {old[k]} -> {new[k]}" for k in _LOWER if k in new and (k not in old or new[k] > old[k])]
+    out += [f"{where}: {k} raised {old.get(k)} -> {new[k]}" for k in _LOWER if k in new and (k not in old or new[k] > old[k])]
     out += [f"{where}: {k} added ({new[k]})" for k in _UPPER if k in new and k not in old]
     if "enum" in old and set(old["enum"]) - set(new.get("enum", old["enum"])): out.append(f"{where}: enum values removed")
     return out

@@ -66,7 +66,7 @@ def build_reference(b,                     # a loaded `registry.Bundle` (the one
     users = np.sort(np.random.default_rng(seed).choice(warm, min(n_users, len(warm)), replace=False))
     dec, tops, served = popularity_deciles(b.popularity), [], np.zeros(N_DECILES, np.int64)
     for s in range(0, len(users), chunk):
-        qs = [make_query(b, int(b.user_ids[u])) for u in users[s:s + chunk]]
+        qs = [make_query(b, b.user_ids[u].item()) for u in users[s:s + chunk]]
         cands = retrieve_batch([(q, n_candidates, True) for q in qs])
         keep = [(q, c[0]) for q, c in zip(qs, cands) if len(c[0])]
         for (_, items), sc in zip(keep, rank_batch(keep)):
@@ -161,7 +161,7 @@ class DriftMonitor:
     def _user(self, b, user_id, slot, c):
         if user_id is None: return
         c[0].inc(); slot[4][0] += 1
-        if int(user_id) not in b.user_index: c[1].inc(); slot[4][1] += 1
+        if b.user_row(user_id) < 0: c[1].inc(); slot[4][1] += 1
 
     def _artists(self, b, source: str, n: int, unknown: int, slot):
         if n <= 0: return
@@ -192,7 +192,7 @@ def observe_rank(self: DriftMonitor, b, user_id, recent: list | None, n_unknown:
 def observe_events(self: DriftMonitor, b, artist_ids: list):
     "Count the artists of outcome events against bundle `b` (champion's: events name no version)."
     w, _ = self._track(b); s = w._slot(self.clock())
-    self._artists(b, "events", len(artist_ids), sum(int(a) not in b.item_index for a in artist_ids), s)
+    self._artists(b, "events", len(artist_ids), sum(b.item_row(a) < 0 for a in artist_ids), s)
 
 DriftMonitor.observe_recommendation, DriftMonitor.observe_rank, DriftMonitor.observe_events = observe_recommendation, observe_rank, observe_events
 

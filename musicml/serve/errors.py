@@ -8,6 +8,7 @@ Docs: https://musicml.github.io/musicml/serve.errors.html.md"""
 from __future__ import annotations
 
 import json
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -61,9 +62,11 @@ def error_response(status: int, message: str, code: str | None = None, field: st
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 # %% ../../nbs/70a_serve.errors.ipynb #734e127a
+_UNION_MEMBER = re.compile(r"(constrained-)?(int|str|float|bool)")   # the member of an `int | str` union pydantic tried
+
 def field_path(loc) -> str:
-    "pydantic's error location as a dotted path: ('body', 'filters', 'min_listeners') -> body.filters.min_listeners."
-    return ".".join(str(p) for p in loc) or "body"
+    "pydantic's error location as a dotted path: ('body', 'filters', 'min_listeners') -> body.filters.min_listeners (union member tags dropped)."
+    return ".".join(str(p) for p in loc if not (isinstance(p, str) and _UNION_MEMBER.fullmatch(p))) or "body"
 
 def field_errors(errors: list[dict]) -> list[dict]:
     "pydantic's errors as `FieldErrorV1` dicts, quoting at most a short prefix of a scalar input."

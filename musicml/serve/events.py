@@ -19,7 +19,7 @@ from fastapi.responses import Response
 from pydantic import AwareDatetime, BaseModel, Field, ValidationError, field_validator
 
 from .api import STRICT, ArtistId, UserId
-from .errors import MAX_ERRORS, ErrorV1, error_response
+from .errors import MAX_ERRORS, ErrorV1, echo, error_response
 from .metrics import ServeMetrics, request_id
 
 # the outcome log needs the `experiment` extra (pyarrow, pandas): imported where used, so the app imports without it
@@ -162,10 +162,16 @@ async def post_events(request: Request) -> Response:
         raise HTTPException(404, {"code": "events_disabled", "message": "this service does not collect outcome events "
                                   "(set MUSICML_SERVE_OUTCOME_LOG, or MUSICML_SERVE_EXPERIMENT and MUSICML_SERVE_EXPOSURE_LOG)"})
     events = parse_events(await request.body())
+    b = getattr(getattr(request.app.state, "registry", None), "current", None)   # champion's: events name no version
+    if b is not None and not b.string_ids:                  # string ids where the model's are integers: a 422, before anything is logged
+        bad = next(((i, k) for i, e in enumerate(events) for k in ("user_id", "artist_id") if isinstance(getattr(e, k), str)), None)
+        if bad is not None:
+            f = f"body.{bad[0]}.{bad[1]}"
+            raise HTTPException(422, {"message": f"{f}: model version {b.version} serves integer ids; got the string {echo(getattr(events[bad[0]], bad[1]))}", "field": f})
     try: ids = await ol.submit(events)
     except EventsRefused as e:                              # a full queue is the client's to back off from: 429
         return error_response(429 if e.reason == "queue_full" else 503, str(e), headers={"retry-after": "1"})
-    dm, b = getattr(request.app.state, "drift", None), getattr(getattr(request.app.state, "registry", None), "current", None)
+    dm = getattr(request.app.state, "drift", None)
     if dm is not None and b is not None: dm.observe_events(b, [e.artist_id for e in events])   # against champion's catalogue
     body = EventsResponseV1(request_id=request_id.get() or "", accepted=len(ids), event_ids=ids)
     return Response(body.model_dump_json(), status_code=202, media_type="application/json")

@@ -56,14 +56,14 @@ def stack_queries(qs: list[Query]) -> sp.csr_matrix:
 
 _EMPTY_I, _EMPTY_F = np.zeros(0, np.int32), np.zeros(0, np.float32)
 
-def make_query(b: Bundle, user_id: int | None = None, recent_artist_ids: list[int] | None = None) -> Query:
+def make_query(b: Bundle, user_id: int | str | None = None, recent_artist_ids: list | None = None) -> Query:
     "Resolve a user id and/or recent artist ids against bundle `b` (plain arrays: no scipy object per request)."
     if recent_artist_ids:
-        idx = [b.item_index.get(int(a), -1) for a in recent_artist_ids]
+        idx = [b.item_row(a) for a in recent_artist_ids]
         seq = np.array([i for i in idx if i >= 0], np.int64)
         known = np.unique(seq).astype(np.int32)
         return Query(b, -1, known, np.ones(len(known), np.float32), [a for a, i in zip(recent_artist_ids, idx) if i < 0], {"recent": seq})
-    u = b.user_index.get(int(user_id), -1) if user_id is not None else -1
+    u = b.user_row(user_id) if user_id is not None else -1
     if u < 0: return Query(b, -1, _EMPTY_I, _EMPTY_F)
     lo, hi = b.seen.indptr[u], b.seen.indptr[u + 1]                      # the user's row: views, no copy
     return Query(b, u, b.seen.indices[lo:hi], b.seen.data[lo:hi])
@@ -229,8 +229,8 @@ class Pipeline:
         "Run bundle `b` through every stage at the batch sizes it will see, before it serves (sizes runtime buffers)."
         users = b.user_ids[np.linspace(0, len(b.user_ids) - 1, 32).astype(int)]
         for size in sorted({1, 4, 16, self.batcher.max_batch}):
-            qs = [make_query(b, user_id=int(u)) for u in users[:size]]
-            qs[-1] = make_query(b, recent_artist_ids=[int(b.item_ids[i]) for i in b.pop_order[:3]])
+            qs = [make_query(b, user_id=u) for u in users[:size].tolist()]
+            qs[-1] = make_query(b, recent_artist_ids=b.item_ids[b.pop_order[:3]].tolist())
             jobs = [Job(q, self.n_candidates, True, k=10, diversity=0.2) for q in qs]
             got = retrieve_batch([(j.query, j.n, True) for j in jobs])
             s = rank_batch([(q, c) for q, (c, _) in zip(qs, got)])

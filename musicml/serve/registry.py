@@ -89,7 +89,8 @@ def write_bundle(train: Interactions,        # training interactions (weights = 
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     tmp = out / f".tmp-{version}"; shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir()
     seen = train.csr(binary=False).astype(np.float32)
-    cat = dict(item_ids=np.asarray(train.item_ids, np.int64), user_ids=np.asarray(train.user_ids, np.int64), seen=seen,
+    ids = lambda a: np.asarray(a, str) if np.asarray(a).dtype.kind in "USO" else np.asarray(a, np.int64)   # noqa: E731 string ids stay strings
+    cat = dict(item_ids=ids(train.item_ids), user_ids=ids(train.user_ids), seen=seen,
                popularity=np.asarray((seen > 0).sum(0)).ravel().astype(np.float32))
     if item_names is not None: cat["names"] = np.asarray(item_names, str)
     if tags is not None: cat["tag_vecs"] = tag_vectors(tags)
@@ -137,9 +138,26 @@ class Bundle:
     _versions: dict | None = field(default=None, repr=False)
 
     def __post_init__(self):
-        self.item_index = {int(a): i for i, a in enumerate(self.item_ids.tolist())}
-        self.user_index = {int(u): i for i, u in enumerate(self.user_ids.tolist())}
+        self.item_index = {self.key(a): i for i, a in enumerate(self.item_ids.tolist())}
+        self.user_index = {self.key(u): i for i, u in enumerate(self.user_ids.tolist())}
         self.pop_order = np.argsort(-self.popularity, kind="stable").astype(np.int32)
+    @property
+    def string_ids(self) -> bool:
+        "Whether this bundle's users and items have string ids (a card whose ids are strings), else integers."
+        return self.item_ids.dtype.kind == "U" or self.user_ids.dtype.kind == "U"
+    def key(self, x, field: str = "id"):
+        "An API id as this bundle's index key: `str` for a string-id bundle; else `int` (a string there is a `KeyError`)."
+        if self.string_ids: return str(x)
+        if isinstance(x, str): raise KeyError(f"{field}: model version {self.version} serves integer ids, got the string {x[:64]!r}")
+        return int(x)
+    def item_row(self, x) -> int:
+        "Row of API artist id `x`; -1 when unknown (a string for an integer-id bundle included)."
+        try: return self.item_index.get(self.key(x), -1)
+        except (KeyError, ValueError, TypeError): return -1
+    def user_row(self, x) -> int:
+        "Row of API user id `x`; -1 when unknown."
+        try: return self.user_index.get(self.key(x), -1)
+        except (KeyError, ValueError, TypeError): return -1
     @property
     def stages(self) -> dict:
         "Every scoring stage by name: retrievers and feature stages."

@@ -64,7 +64,7 @@ DROP_REASONS = ("queue_full", "busy", "not_loaded")
 class ShadowRequest:
     "A sampled live request, as the shadow needs it."
     request_id: str
-    user_id: int | None
+    user_id: int | str | None
     recent: list | None                # recent_artist_ids
     k: int
     exclude_seen: bool
@@ -140,7 +140,7 @@ def _shadow_score(self: Shadow, b: Bundle, batch: list[ShadowRequest]) -> list[d
     "On the shadow's thread: each request answered by bundle `b` as the live path answers it, compared with its live answer."
     jobs = []
     for x in batch:
-        ex = np.array([i for i in (b.item_index.get(a, -1) for a in x.exclude) if i >= 0], np.int64)
+        ex = np.array([i for i in (b.item_row(a) for a in x.exclude) if i >= 0], np.int64)
         jobs.append(Job(make_query(b, x.user_id, x.recent), max(self.n_candidates, 2 * x.k), x.exclude_seen, k=x.k, exclude=ex,
                         min_listeners=x.min_listeners, diversity=x.diversity))
     return [compare(x.live, dict(zip(b.item_ids[items].tolist(), np.nan_to_num(scores, neginf=-1e9).tolist())))
@@ -187,7 +187,7 @@ class Canary:
         "Whether the canary takes its share: its alias is loaded and not rolled back (a rollback holds for the version it names)."
         b = self.bundle()
         return b is not None and (self.halted is None or self.halted.get("version") != b.version)
-    def takes(self, user_id: int | None) -> bool:
+    def takes(self, user_id: int | str | None) -> bool:
         "Whether the canary serves this user of `replaces` now (by a hash of the user id: a user stays on one side)."
         return user_id is not None and self._cut > 0 and bucket(user_id, self.cfg.salt) < self._cut and self.active()
     def observe(self, version: str, seconds: float, error: bool, fallback: bool):

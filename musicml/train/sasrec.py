@@ -17,6 +17,7 @@ from ..core import seed_everything
 from ..data.interactions import Interactions, Sequences, concat
 from .checkpoint import load_weights, save_checkpoint
 from ..eval.metrics import blockwise_ndcg
+from .memory import check_network_memory
 from .core import TrainConfig
 from .loop import TaskBase, TrainReport, fit_task
 from ..models.sasrec import SASRecConfig, SASRec, bce_loss, softmax_loss, sampled_softmax_loss, sequence_windows, last_tokens
@@ -94,6 +95,7 @@ class SASRecRecommender(Recommender):
 
     def fit(self, train: Interactions, valid: Interactions | None = None, out_dir=None, resume_from=None,
             callbacks: list | None = None, trainer_factory=None) -> SASRecRecommender:
+        check_network_memory(self, train)   # refuses up front when it will not fit (`train.memory`), as the baselines do
         self._remember(train)
         seed_everything(self.train.seed)
         self.net_ = SASRec(self._net_config(train.n_items))
