@@ -96,14 +96,22 @@ def space_defaults(name: str, space: dict) -> dict:
     return {k: getattr(cfg, k[6:]) if k.startswith("train.") else kw.get(k, sig[k].default) for k in space}
 
 def tune(objective, space: dict, defaults: dict, budget_s: float, seed: int, prune: bool = False, desc: str = ""):
-    "A seeded TPE study maximising `objective(trial)` for `budget_s` seconds, the untuned `defaults` first (one trial for an empty space); the study and its trials as JSON rows."
+    """A seeded TPE study maximising `objective(trial)` for `budget_s` seconds, the untuned `defaults` first (one trial for an
+    empty space); the study and its trials as JSON rows. A trial whose configuration will not fit in memory
+    (`ModelMemoryError`) is pruned with the reason in its `refused` attribute; when none fits, the first refusal is raised."""
     import optuna
+    refused = []
+    def guarded(trial):
+        try: return objective(trial)
+        except ModelMemoryError as e:
+            refused.append(e); trial.set_user_attr("refused", str(e)); raise optuna.TrialPruned(str(e)) from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2) if prune else optuna.pruners.NopPruner()
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner,
                                 study_name=desc or None)
     if space: study.enqueue_trial(defaults)
-    study.optimize(objective, n_trials=None if space else 1, timeout=max(float(budget_s), 1e-3), show_progress_bar=bool(desc))
+    study.optimize(guarded, n_trials=None if space else 1, timeout=max(float(budget_s), 1e-3), show_progress_bar=bool(desc))
+    if refused and not any(t.state.name == "COMPLETE" for t in study.trials): raise refused[0]
     rows = [{"number": t.number, "params": t.params, "value": t.value, "state": t.state.name,
              "duration_s": t.duration.total_seconds() if t.duration else None, **t.user_attrs} for t in study.trials]
     return study, rows
