@@ -24,6 +24,15 @@ def _movielens_like(tmp_path, n_users=200, n_items=300, per_user=20, seed=5):
     return tmp_path / "ratings.csv"
 
 
+def _liked(src) -> dict:
+    "What a bundle knows each user liked: the drafted card keeps ratings >= 4 (user -> set of item ids)."
+    seen = {}
+    for line in src.read_text().splitlines()[1:]:
+        u, i, r, _ = line.split(",")
+        if float(r) >= 4: seen.setdefault(int(u), set()).add(int(i))
+    return seen
+
+
 def test_a_drafted_card_builds_a_bundle_that_serves(tmp_path):
     src = _movielens_like(tmp_path)
     card = tmp_path / "movies.toml"
@@ -40,10 +49,7 @@ def test_a_drafted_card_builds_a_bundle_that_serves(tmp_path):
     assert man["data"]["data_card"]["license"] == "test data, CC0" and man["data"]["dataset"] == str(card)
     assert man["data"]["offline"]["results"]["itemknn"]["metrics"]["ndcg@10"] > 0     # measured on the card's own split
     assert "--dataset" in man["data"]["reproduce"]
-    seen = {}                                    # what the bundle knows each user liked: the drafted card keeps ratings >= 4
-    for line in src.read_text().splitlines()[1:]:
-        u, i, r, _ = line.split(",")
-        if float(r) >= 4: seen.setdefault(int(u), set()).add(int(i))
+    seen = _liked(src)
     with ServerProcess(str(models)) as srv:
         for u in (1, 57, 200):
             r = httpx.post(srv.url + "/v1/recommendations", json={"user_id": u, "k": 10}, timeout=30)
@@ -109,10 +115,7 @@ def test_a_ranker_trained_on_a_card_serves_its_stack(tmp_path):
     run_cli("serve", "build-artifacts", "--dataset", card, "--ranker", tmp_path / "ranker" / "model", "--out", models, "--version", "r1")
     man = json.loads((models / "r1" / "manifest.json").read_text())
     assert man["data"]["dataset"] == str(card) and "ndcg@10" in man["data"]["artifacts"]["ranker"]["evaluation"]["test_full"]["metrics"]
-    seen = {}
-    for line in src.read_text().splitlines()[1:]:
-        u, i, r, _ = line.split(",")
-        if float(r) >= 4: seen.setdefault(int(u), set()).add(int(i))
+    seen = _liked(src)
     with ServerProcess(str(models)) as srv:
         for u in (1, 77, 150):
             r = httpx.post(srv.url + "/v1/recommendations", json={"user_id": u, "k": 5}, timeout=30)

@@ -18,8 +18,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import AwareDatetime, BaseModel, Field, ValidationError, field_validator
 
-from .api import STRICT, ArtistId, UserId
-from .errors import MAX_ERRORS, ErrorV1, echo, error_response
+from .api import STRICT, ArtistId, UserId, check_id_kinds
+from .errors import MAX_ERRORS, ErrorV1, error_response
 from .metrics import ServeMetrics, request_id
 
 # the outcome log needs the `experiment` extra (pyarrow, pandas): imported where used, so the app imports without it
@@ -163,11 +163,8 @@ async def post_events(request: Request) -> Response:
                                   "(set MUSICML_SERVE_OUTCOME_LOG, or MUSICML_SERVE_EXPERIMENT and MUSICML_SERVE_EXPOSURE_LOG)"})
     events = parse_events(await request.body())
     b = getattr(getattr(request.app.state, "registry", None), "current", None)   # champion's: events name no version
-    if b is not None and not b.string_ids:                  # string ids where the model's are integers: a 422, before anything is logged
-        bad = next(((i, k) for i, e in enumerate(events) for k in ("user_id", "artist_id") if isinstance(getattr(e, k), str)), None)
-        if bad is not None:
-            f = f"body.{bad[0]}.{bad[1]}"
-            raise HTTPException(422, {"message": f"{f}: model version {b.version} serves integer ids; got the string {echo(getattr(events[bad[0]], bad[1]))}", "field": f})
+    if b is not None:                                       # string ids where the model's are integers: a 422, before anything is logged
+        check_id_kinds(b, **{f"{i}.{k}": getattr(e, k) for i, e in enumerate(events) for k in ("user_id", "artist_id")})
     try: ids = await ol.submit(events)
     except EventsRefused as e:                              # a full queue is the client's to back off from: 429
         return error_response(429 if e.reason == "queue_full" else 503, str(e), headers={"retry-after": "1"})
